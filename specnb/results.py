@@ -1,0 +1,69 @@
+"""Results as tidy CSV: append rows atomically (write a temporary file, then rename) and resume a
+sweep after an interruption without losing or duplicating rows."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import pandas as pd
+
+from .paths import results_dir
+
+__all__ = ["result_path", "read_results", "append_rows", "write_atomic", "pending"]
+
+
+def result_path(name: str) -> Path:
+    """data/results/NAME.csv in the full profile, .specnb-quick/results/NAME.csv in the quick one."""
+    if not name or "/" in name or "\\" in name:
+        raise ValueError(f"result name must be a plain file stem like 'draft_size'; got {name!r}")
+    return results_dir() / (name if name.endswith(".csv") else f"{name}.csv")
+
+
+def read_results(path: str | Path) -> pd.DataFrame:
+    """The rows saved so far (an empty frame if the file does not exist yet)."""
+    path = Path(path)
+    return pd.read_csv(path) if path.exists() and path.stat().st_size > 0 else pd.DataFrame()
+
+
+def write_atomic(frame: pd.DataFrame, path: str | Path) -> None:
+    """Write ``frame`` to ``path`` so a reader never sees a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            frame.to_csv(f, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def append_rows(path: str | Path, rows: Iterable[Mapping] | pd.DataFrame, key: list[str] | None = None) -> pd.DataFrame:
+    """Append ``rows`` to the CSV at ``path`` atomically; with ``key``, a row whose key columns
+    match an existing row replaces it (re-running a finished configuration never duplicates it).
+    Returns the whole table."""
+    new = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    old = read_results(path)
+    if key:
+        missing = [c for c in key if c not in new.columns]
+        if missing:
+            raise ValueError(f"rows lack the key columns {missing}; add them or change key")
+    table = pd.concat([old, new], ignore_index=True) if len(old) else new.reset_index(drop=True)
+    if key and len(table):
+        table = table.drop_duplicates(subset=key, keep="last").reset_index(drop=True)
+    write_atomic(table, path)
+    return table
+
+
+def pending(configs: Iterable[Mapping], path: str | Path, key: list[str]) -> list[Mapping]:
+    """The configs whose ``key`` values have no row in ``path`` yet: what a resumed sweep must run."""
+    done = read_results(path)
+    if done.empty or not set(key) <= set(done.columns):
+        return list(configs)
+    seen = {tuple(str(v) for v in row) for row in done[key].itertuples(index=False)}
+    return [c for c in configs if tuple(str(c[k]) for k in key) not in seen]

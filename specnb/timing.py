@@ -1,0 +1,146 @@
+"""Honest timing, as seed 002 asks: warm-up, device sync, >= 5 repeats, median and spread, TTFT
+separate from decode tokens/s, methods interleaved in one run so drift cancels, and an environment
+stamp saved with every result.
+
+- ``benchmark_op``: microbenchmarks with ``torch.utils.benchmark`` (it syncs CUDA itself).
+- ``compare``: end-to-end decoding runs of several methods, interleaved A B C, B C A, C A B, ...
+- ``summarize``: median, quartiles and the per-repeat ratio to a baseline method.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import subprocess
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.utils.benchmark as tbench
+from tqdm.auto import tqdm
+
+from .decoding import GenerationResult, synchronize
+
+__all__ = ["environment", "benchmark_op", "compare", "summarize", "synchronize"]
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=os.path.dirname(__file__))
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def environment(device: str | torch.device | None = None) -> dict:
+    """Where a measurement was taken: device, CPU/GPU name, threads, library versions, time."""
+    import transformers
+
+    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return {
+        "env_device": device.type,
+        "env_cpu": _cpu_name(),
+        "env_gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "",
+        "env_cpu_count": os.cpu_count(),
+        "env_torch_threads": torch.get_num_threads(),
+        "env_torch": torch.__version__,
+        "env_transformers": transformers.__version__,
+        "env_python": platform.python_version(),
+        "env_commit": _git_commit(),
+        "env_time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def benchmark_op(fn: Callable[[], object], *, label: str = "", min_run_time: float = 0.2) -> dict:
+    """Time a small callable with ``torch.utils.benchmark.Timer.blocked_autorange`` (warm-up and
+    CUDA sync included). Returns median, IQR and the number of measurements in seconds."""
+    timer = tbench.Timer(stmt="fn()", globals={"fn": fn}, label=label, num_threads=torch.get_num_threads())
+    timer.timeit(1)  # warm-up
+    m = timer.blocked_autorange(min_run_time=min_run_time)
+    return {"label": label, "median_s": m.median, "iqr_s": m.iqr, "mean_s": m.mean, "runs": len(m.times)}
+
+
+def _row(method: str, repeat: int, result) -> dict:
+    if isinstance(result, GenerationResult):
+        row = result.summary()
+        row["method"] = method
+    else:
+        row = {"method": method}
+    row["repeat"] = repeat
+    return row
+
+
+def compare(
+    methods: Mapping[str, Callable[[], GenerationResult]],
+    *,
+    repeats: int = 5,
+    warmup: int = 1,
+    progress: bool = True,
+    device: str | torch.device | None = None,
+) -> pd.DataFrame:
+    """Run every method ``repeats`` times, interleaved and rotated each round (A B C, B C A, ...),
+    after ``warmup`` untimed rounds. Each callable returns a ``GenerationResult`` (whose own
+    timestamps are taken after a device sync). Returns one tidy row per (method, repeat)."""
+    if repeats < 5:
+        raise ValueError(f"repeats must be >= 5 for a median and spread worth reporting; got {repeats}")
+    if not methods:
+        raise ValueError("methods is empty; pass a dict name -> callable")
+    names = list(methods)
+    for _ in range(warmup):
+        for name in names:
+            methods[name]()
+    rows = []
+    bar = tqdm(total=repeats * len(names), desc="interleaved timing", disable=not progress, leave=False)
+    for r in range(repeats):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            synchronize(device)
+            rows.append(_row(name, r, methods[name]()))
+            bar.update()
+    bar.close()
+    return pd.DataFrame(rows)
+
+
+def summarize(runs: pd.DataFrame, baseline: str | None = None, metric: str = "tokens_per_second") -> pd.DataFrame:
+    """Per method: median and quartiles of ``metric`` and of TTFT, and, given a ``baseline``, the
+    median over repeats of the per-repeat ratio metric/metric_baseline (pairing cancels drift)."""
+    out = []
+    for method, g in runs.groupby("method", sort=False):
+        row = {
+            "method": method,
+            "repeats": len(g),
+            f"{metric}_median": g[metric].median(),
+            f"{metric}_q25": g[metric].quantile(0.25),
+            f"{metric}_q75": g[metric].quantile(0.75),
+        }
+        for col in ("ttft_seconds", "seconds", "mean_accepted_tokens", "acceptance_rate", "target_calls", "draft_calls"):
+            if col in g:
+                row[f"{col}_median"] = g[col].median()
+        out.append(row)
+    table = pd.DataFrame(out)
+    if baseline is not None:
+        if baseline not in set(runs["method"]):
+            raise ValueError(f"baseline {baseline!r} is not among the methods {sorted(set(runs['method']))}")
+        base = runs[runs["method"] == baseline].set_index("repeat")[metric]
+        ratios = {}
+        for method, g in runs.groupby("method", sort=False):
+            r = g.set_index("repeat")[metric] / base
+            ratios[method] = (float(np.nanmedian(r)), float(np.nanquantile(r, 0.25)), float(np.nanquantile(r, 0.75)))
+        table[f"ratio_vs_{baseline}"] = table["method"].map(lambda m: ratios[m][0])
+        table["ratio_q25"] = table["method"].map(lambda m: ratios[m][1])
+        table["ratio_q75"] = table["method"].map(lambda m: ratios[m][2])
+    return table

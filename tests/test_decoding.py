@@ -1,0 +1,146 @@
+"""Greedy speculative decoding is token-identical to the target's own greedy ``generate``."""
+
+import pytest
+import torch
+
+from specnb.decoding import assisted_generate, autoregressive_generate, speculative_generate
+
+from conftest import FAMILIES, prompts
+
+N_NEW = 20
+
+
+def hf_greedy(model, ids, n, eos=None):
+    return model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
+                          eos_token_id=eos, pad_token_id=0)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("kind", ["copy", "perturbed", "random"])
+def test_speculative_greedy_equals_target_generate(pairs, family, kind):
+    target, drafts = pairs[family]
+    draft = drafts[kind]
+    for ids in prompts(3):
+        ref = hf_greedy(target, ids, N_NEW)
+        assert torch.equal(autoregressive_generate(target, ids, N_NEW).sequences, ref)
+        for k in range(1, 8):
+            out = speculative_generate(target, draft, ids, N_NEW, k=k)
+            assert torch.equal(out.sequences, ref), (family, kind, k)
+            assert out.num_new_tokens == N_NEW
+            assert all(0 <= a <= p <= k for a, p in zip(out.accepted, out.proposed))
+            # bookkeeping: prefill + one verify per iteration (+ plain steps), k_i drafts per iteration
+            assert out.draft_calls == 1 + sum(out.proposed)
+            assert sum(a + 1 for a in out.accepted) + 1 + (out.target_calls - 1 - len(out.accepted)) == N_NEW
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_acceptance_all_some_none(pairs, family):
+    target, drafts = pairs[family]
+    ids = prompts(1)[0]
+    full = speculative_generate(target, drafts["copy"], ids, 40, k=4)
+    assert full.accepted == full.proposed and full.acceptance_rate == 1.0
+    assert full.mean_accepted_tokens > 4.0  # (40 tokens) / (1 prefill + 8 verifies)
+    none = speculative_generate(target, drafts["random"], ids, 40, k=4)
+    assert none.acceptance_rate < 0.2
+    some = speculative_generate(target, drafts["perturbed"], ids, 40, k=4)
+    assert none.acceptance_rate <= some.acceptance_rate <= full.acceptance_rate
+
+
+def test_perturbed_draft_accepts_something(pairs):
+    rates = [speculative_generate(pairs[f][0], pairs[f][1]["perturbed"], ids, 40, k=3).acceptance_rate
+             for f in FAMILIES for ids in prompts(3)]
+    assert 0.0 < sum(rates) / len(rates) < 1.0
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+@pytest.mark.parametrize("n_new", [1, 2, 3, 4, 5, 8])
+def test_max_new_tokens_boundaries(pairs, family, n_new):
+    target, drafts = pairs[family]
+    ids = prompts(1, seed=3)[0]
+    ref = hf_greedy(target, ids, n_new)
+    for kind in ("copy", "perturbed"):
+        for k in (1, 4, 7):
+            out = speculative_generate(target, drafts[kind], ids, n_new, k=k)
+            assert torch.equal(out.sequences, ref)
+            assert all(p <= n_new - 1 for p in out.proposed)  # never drafts past the budget
+
+
+@pytest.mark.parametrize("family", ["llama", "opt"])
+def test_eos_stops_like_generate(pairs, family):
+    target, drafts = pairs[family]
+    ids = prompts(1, seed=4)[0]
+    free = hf_greedy(target, ids, 30)[0, ids.shape[1]:].tolist()
+    eos = free[6]  # a token greedy emits at position 6 (perhaps earlier too)
+    ref = hf_greedy(target, ids, 30, eos=eos)
+    assert ref[0, -1].item() == eos and ref.shape[1] < ids.shape[1] + 30
+    for kind in ("copy", "perturbed", "random"):
+        for k in (1, 3, 7):
+            out = speculative_generate(target, drafts[kind], ids, 30, k=k, eos_token_id=eos)
+            assert torch.equal(out.sequences, ref)
+    assert torch.equal(autoregressive_generate(target, ids, 30, eos_token_id=eos).sequences, ref)
+    assert torch.equal(assisted_generate(target, drafts["copy"], ids, 30, k=3, eos_token_id=eos).sequences, ref)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_sequential_verify_same_tokens_more_target_calls(pairs, family):
+    target, drafts = pairs[family]
+    ids = prompts(1, seed=5)[0]
+    for kind in ("copy", "perturbed"):
+        par = speculative_generate(target, drafts[kind], ids, N_NEW, k=4)
+        seq = speculative_generate(target, drafts[kind], ids, N_NEW, k=4, verify="sequential")
+        assert torch.equal(par.sequences, seq.sequences)
+        assert par.accepted == seq.accepted and par.draft_calls == seq.draft_calls
+        # parallel: prefill + one forward per iteration (+ plain steps when one token is left);
+        # sequential: one forward per emitted token
+        plain = N_NEW - 1 - sum(a + 1 for a in par.accepted)
+        assert par.target_calls == 1 + len(par.accepted) + plain and plain <= 1
+        assert seq.target_calls == N_NEW
+        assert seq.target_calls > par.target_calls
+
+
+def test_copy_draft_call_counts_exact(pairs):
+    target, drafts = pairs["llama"]
+    ids = prompts(1)[0]
+    out = speculative_generate(target, drafts["copy"], ids, 21, k=4)
+    # token 1 from prefill, then 4 iterations of 4 drafts + 1 bonus = 20 tokens
+    assert out.accepted == [4, 4, 4, 4] and out.target_calls == 5 and out.draft_calls == 1 + 16
+    assert out.per_position_acceptance == [1.0, 1.0, 1.0, 1.0]
+    assert out.mean_accepted_tokens == pytest.approx(21 / 5)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_assisted_generate_matches_and_counts(pairs, family):
+    target, drafts = pairs[family]
+    ids = prompts(1, seed=6)[0]
+    ref = hf_greedy(target, ids, N_NEW)
+    for k in (1, 3, 5):
+        full = assisted_generate(target, drafts["copy"], ids, N_NEW, k=k)
+        assert torch.equal(full.sequences, ref)
+        assert full.accepted == full.proposed and all(p <= k for p in full.proposed)
+        assert full.proposed[0] == k  # constant schedule, confidence threshold off: HF keeps k
+        assert len(full.proposed) <= full.target_calls <= len(full.proposed) + 1  # + HF's candidate-free last step
+        assert full.draft_calls == sum(full.proposed)
+        none = assisted_generate(target, drafts["random"], ids, N_NEW, k=k)
+        assert torch.equal(none.sequences, ref) and none.acceptance_rate < 0.25
+
+
+def test_assisted_restores_generation_config(pairs):
+    target, drafts = pairs["llama"]
+    before = drafts["random"].generation_config.to_dict()
+    assisted_generate(target, drafts["random"], prompts(1)[0], 5, k=2)
+    assert drafts["random"].generation_config.to_dict() == before
+
+
+def test_result_statistics():
+    from specnb.decoding import GenerationResult
+
+    r = GenerationResult(torch.arange(10)[None], 4, "speculative", 3, accepted=[3, 1, 0, 2], proposed=[3, 3, 3, 2],
+                         target_calls=5, draft_calls=12, seconds=2.0, ttft_seconds=0.5)
+    assert r.num_new_tokens == 6
+    assert r.tokens_per_second == pytest.approx(5 / 1.5)
+    assert r.end_to_end_tokens_per_second == pytest.approx(3.0)
+    assert r.mean_accepted_tokens == pytest.approx(6 / 5)
+    # judged: 3 (all accepted) + 2 + 1 + 2 (all accepted) = 8; accepted 6
+    assert r.acceptance_rate == pytest.approx(6 / 8)
+    # position 1: reached 4, accepted 3; position 2: reached 3 (n>=1), accepted 2; position 3: reached 1 (n>=2 and p>=3), accepted 1
+    assert r.per_position_acceptance == pytest.approx([3 / 4, 2 / 3, 1 / 1])

@@ -1,0 +1,183 @@
+"""paths, results, plotting, timing, the notebook runner, the CLI and packaging."""
+
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+import specnb.paths as paths
+from specnb.decoding import GenerationResult
+from specnb.plotting import save_fig, set_style
+from specnb.results import append_rows, pending, read_results, result_path, write_atomic
+from specnb.timing import benchmark_op, compare, environment, summarize
+
+ROOT = Path(paths.__file__).resolve().parent.parent
+
+
+# ---------------------------------------------------------------- paths and profiles
+def test_paths_resolve_from_package_not_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert paths.ROOT == ROOT and paths.DATA == ROOT / "data" and paths.FIGURES == ROOT / "figures"
+
+
+def test_profiles_write_to_separate_places(monkeypatch):
+    monkeypatch.setenv("SPECNB_PROFILE", "quick")
+    assert paths.profile() == "quick" and paths.by_profile(quick=1, full=2) == 1
+    assert paths.results_dir() == ROOT / ".specnb-quick" / "results"
+    assert paths.figures_dir() == ROOT / ".specnb-quick" / "figures"
+    monkeypatch.setenv("SPECNB_PROFILE", "full")
+    assert paths.by_profile(quick=1, full=2) == 2
+    assert paths.results_dir() == ROOT / "data" / "results" and paths.figures_dir() == ROOT / "figures"
+    monkeypatch.setenv("SPECNB_PROFILE", "fast")
+    with pytest.raises(ValueError, match="quick"):
+        paths.profile()
+
+
+def test_quick_outputs_are_git_ignored():
+    ignored = subprocess.run(["git", "check-ignore", "-q", ".specnb-quick/results/x.csv"], cwd=ROOT)
+    assert ignored.returncode == 0
+
+
+# ---------------------------------------------------------------- results
+def test_append_rows_atomic_and_resumable(tmp_path):
+    path = tmp_path / "sweep.csv"
+    configs = [{"draft": d, "k": k} for d in ("a", "b") for k in (1, 2)]
+    assert pending(configs, path, ["draft", "k"]) == configs
+    append_rows(path, [{**configs[0], "tps": 1.0}, {**configs[1], "tps": 2.0}], key=["draft", "k"])
+    todo = pending(configs, path, ["draft", "k"])
+    assert todo == configs[2:]
+    # re-running a finished config replaces its row instead of duplicating it
+    table = append_rows(path, [{**configs[1], "tps": 3.0}], key=["draft", "k"])
+    assert len(table) == 2 and table.loc[table.k == 2, "tps"].item() == 3.0
+    assert len(read_results(path)) == 2
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+    with pytest.raises(ValueError, match="key columns"):
+        append_rows(path, [{"draft": "c"}], key=["draft", "k"])
+
+
+def test_failed_write_leaves_old_file(tmp_path):
+    path = tmp_path / "r.csv"
+    write_atomic(pd.DataFrame({"a": [1]}), path)
+
+    class Boom(pd.DataFrame):
+        def to_csv(self, *a, **k):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        write_atomic(Boom({"a": [2]}), path)
+    assert read_results(path)["a"].tolist() == [1]
+    assert os.listdir(tmp_path) == ["r.csv"]
+
+
+def test_result_path_is_profiled_and_checked():
+    assert result_path("x").parent == paths.results_dir()
+    with pytest.raises(ValueError):
+        result_path("../escape")
+
+
+# ---------------------------------------------------------------- plotting
+def test_save_fig_writes_png_and_svg_and_closes(tmp_path):
+    set_style()
+    fig, ax = plt.subplots()
+    ax.plot([1, 2], [3, 4])
+    out = save_fig(fig, "demo", directory=tmp_path)
+    assert sorted(p.name for p in out) == ["demo.png", "demo.svg"]
+    assert all(p.stat().st_size > 0 for p in out)
+    assert not plt.fignum_exists(fig.number)
+    with pytest.raises(ValueError):
+        save_fig(plt.figure(), "a/b", directory=tmp_path)
+    plt.close("all")
+
+
+# ---------------------------------------------------------------- timing (no timed assertions)
+def _fake(method, calls):
+    def run():
+        calls.append(method)
+        return GenerationResult(torch.arange(6)[None], 2, method, None, [], [], 4, 0, 1.0 + len(calls) / 100, 0.1)
+    return run
+
+
+def test_compare_interleaves_and_rotates():
+    calls = []
+    runs = compare({"a": _fake("a", calls), "b": _fake("b", calls), "c": _fake("c", calls)}, repeats=5, warmup=1, progress=False)
+    assert calls[:3] == ["a", "b", "c"]  # warm-up round
+    assert calls[3:12] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert len(runs) == 15 and set(runs.columns) >= {"method", "repeat", "tokens_per_second", "ttft_seconds"}
+    with pytest.raises(ValueError, match="repeats"):
+        compare({"a": _fake("a", [])}, repeats=3)
+
+
+def test_summarize_pairs_ratios_by_repeat():
+    runs = pd.DataFrame({"method": ["a", "b"] * 5, "repeat": [r for r in range(5) for _ in "ab"],
+                         "tokens_per_second": [10, 20, 5, 10, 8, 16, 100, 200, 1, 2]})
+    table = summarize(runs, baseline="a").set_index("method")
+    assert table.loc["b", "ratio_vs_a"] == 2.0 and table.loc["a", "ratio_vs_a"] == 1.0
+    assert table.loc["b", "tokens_per_second_median"] == 16
+    with pytest.raises(ValueError, match="baseline"):
+        summarize(runs, baseline="z")
+
+
+def test_benchmark_op_and_environment():
+    m = benchmark_op(lambda: torch.ones(8) + 1, label="add", min_run_time=0.01)
+    assert m["median_s"] > 0 and m["runs"] >= 1
+    env = environment("cpu")
+    assert env["env_device"] == "cpu" and env["env_torch"] == torch.__version__ and env["env_torch_threads"] >= 1
+
+
+# ---------------------------------------------------------------- CLI and notebook runner
+def test_cli_bench_on_tiny_models(tmp_path):
+    env = dict(os.environ, SPECNB_PROFILE="quick", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "specnb", "bench", "--target", "tiny:llama:layers=2:hidden=32", "--draft", "copy:noise=0.1",
+           "--k", "3", "--max-new-tokens", "12", "--repeats", "5", "--output", "cli_test"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "ratio_vs_autoregressive" in out.stdout
+    saved = read_results(ROOT / ".specnb-quick" / "results" / "cli_test.csv")
+    assert set(saved["method"]) == {"autoregressive", "speculative", "assisted"} and "env_cpu" in saved
+    bad = subprocess.run([sys.executable, "-m", "specnb", "generate", "--k", "0"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "k (draft tokens per iteration) must be" in bad.stderr
+
+
+def test_notebook_runner_executes_in_place(tmp_path):
+    import nbformat
+
+    from specnb.notebooks import find_notebooks, run_notebook
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import os\nprint(os.getcwd())")])
+    path = tmp_path / "00_demo.ipynb"
+    nbformat.write(nb, path)
+    assert find_notebooks([tmp_path]) == [path]
+    run_notebook(path, timeout=120)
+    done = nbformat.read(path, as_version=4)
+    assert done.cells[0].execution_count == 1
+    assert done.cells[0].outputs[0]["text"].strip() == str(tmp_path)  # runs in the notebook's folder
+
+
+# ---------------------------------------------------------------- packaging
+def _name(req: str) -> str:
+    name = re.split(r"[<>=!~ \[]", req.strip(), maxsplit=1)[0].lower()
+    return {"pytorch": "torch"}.get(name, name)
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pip_side = {_name(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]}
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    conda_side = {_name(d) for d in env["dependencies"] if isinstance(d, str)} - {"python", "pip"}
+    assert conda_side == pip_side
+    assert env["channels"] == ["conda-forge"]
+    assert {"-e ."} == set(next(d for d in env["dependencies"] if isinstance(d, dict))["pip"])
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    assert "make test" in readme and "make reproduce" in readme
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
