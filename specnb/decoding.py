@@ -59,7 +59,9 @@ class GenerationResult:
 
     ``accepted[i]`` is the number of draft tokens accepted in iteration i and ``proposed[i]`` the
     number the draft proposed (k, or fewer near ``max_new_tokens``). Autoregressive decoding has no
-    iterations (both lists empty).
+    iterations (both lists empty). ``sources`` says where each new token came from: "target"
+    (prefill or a plain target step), "draft" (accepted), "correction" (the target's token after
+    a rejection) or "bonus" (the target's token after full acceptance); empty for assisted.
     """
 
     sequences: torch.Tensor  # (1, prompt_len + new_tokens)
@@ -72,6 +74,7 @@ class GenerationResult:
     draft_calls: int = 0
     seconds: float = float("nan")
     ttft_seconds: float = float("nan")
+    sources: list[str] = field(default_factory=list)
 
     @property
     def new_tokens(self) -> torch.Tensor:
@@ -322,7 +325,8 @@ def autoregressive_generate(
     synchronize(device)
     seconds = time.perf_counter() - t0
     sequences = torch.cat([prompt, torch.tensor([tokens], device=device, dtype=prompt.dtype)], dim=1)
-    return GenerationResult(sequences, prompt.shape[1], "autoregressive", None, [], [], calls, 0, seconds, ttft)
+    return GenerationResult(sequences, prompt.shape[1], "autoregressive", None, [], [], calls, 0, seconds, ttft,
+                            ["target"] * len(tokens))
 
 
 # --------------------------------------------------------------------------------------------
@@ -438,12 +442,14 @@ def speculative_generate(
     forward(draft, prompt, d_cache, last_only=True)  # prefill draft
     draft_calls += 1
     new, stopped = 1, _truncate_at_eos(seq[-1:], eos_token_id)[1]
+    sources = ["target"]
 
     while new < max_new_tokens and not stopped:
         k_i = min(k, max_new_tokens - new - 1)  # never draft past max_new_tokens
         if k_i == 0:  # one token left: a plain target step
             logits = forward(target, torch.tensor([seq[-1:]], device=device), t_cache)[0]
             emitted = [next_token(logits[-1], do_sample, temperature, generator)]
+            origin = ["target"]
             target_calls += 1
         else:
             drafts, q = draft_propose(draft, seq, d_cache, k_i, do_sample, temperature, generator)  # (k_i,), (k_i, V)
@@ -459,19 +465,22 @@ def speculative_generate(
             n = first_rejection(judge(drafts, q, logits[:k_i], r, temperature))
             last = correct(logits[n], q[n] if do_sample and n < k_i else None, do_sample, temperature, generator)
             emitted = drafts[:n].tolist() + [last]
+            origin = ["draft"] * n + ["bonus" if n == k_i else "correction"]
             accepted.append(n)
             proposed.append(k_i)
             crop(t_cache, len(seq) + n)  # keep the prompt, the old last token and n accepted drafts
             crop(d_cache, len(seq) + n)
         emitted, stopped = _truncate_at_eos(emitted, eos_token_id)
         seq.extend(emitted)
+        sources.extend(origin[: len(emitted)])
         new += len(emitted)
 
     synchronize(device)
     seconds = time.perf_counter() - t0
     sequences = torch.tensor([seq], device=device, dtype=prompt.dtype)
     method = "speculative" if verify == "parallel" else "speculative-sequential"
-    return GenerationResult(sequences, prompt.shape[1], method, k, accepted, proposed, target_calls, draft_calls, seconds, ttft)
+    return GenerationResult(sequences, prompt.shape[1], method, k, accepted, proposed, target_calls, draft_calls, seconds, ttft,
+                            sources)
 
 
 # --------------------------------------------------------------------------------------------

@@ -5,6 +5,8 @@
   without the zoo.
 - ``perturbed_copy``: a copy of a model with Gaussian noise on every weight, a draft that agrees
   with the target on some tokens and not others.
+- ``load_model`` / ``load_family`` / ``load_tokenizer``: one loader for the embedded zoo
+  (``zoo/NAME``), local directories and real hub families (``HUB_FAMILIES``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-__all__ = ["TINY_FAMILIES", "tiny_model", "perturbed_copy"]
+__all__ = ["TINY_FAMILIES", "HUB_FAMILIES", "tiny_model", "perturbed_copy", "load_spec", "load_model", "load_tokenizer", "load_family", "zoo_models"]
 
 TINY_FAMILIES = ("llama", "gpt2", "gpt_neox", "opt", "qwen2")
 
@@ -122,7 +124,7 @@ def load_spec(spec: str, *, target=None, dtype: torch.dtype = torch.float32, dev
 
     - ``tiny:FAMILY[:key=value...]``: ``tiny_model(FAMILY, **options)``, e.g. ``tiny:llama:layers=8:hidden=256``;
     - ``copy[:noise=0.1:seed=3]``: a (perturbed) copy of ``target``;
-    - anything else: a local directory or hub ID for ``AutoModelForCausalLM.from_pretrained``.
+    - anything else: ``load_model(spec)`` (``zoo/NAME``, a local directory or a hub ID).
     """
     kind, *rest = spec.split(":")
     if kind == "tiny":
@@ -134,6 +136,127 @@ def load_spec(spec: str, *, target=None, dtype: torch.dtype = torch.float32, dev
             raise ValueError("a 'copy' draft needs the target; give the target spec first")
         opts = _parse_options(rest)
         return perturbed_copy(target, float(opts.get("noise", 0.0)), int(opts.get("seed", 0)))
+    return load_model(spec, dtype=dtype, device=device)
+
+
+# --------------------------------------------------------------------------------------------
+# One loader for the zoo, local directories and the Hugging Face hub
+# --------------------------------------------------------------------------------------------
+
+#: Real families for readers with a network (and, for the large ones, a GPU), smallest first.
+HUB_FAMILIES: dict[str, list[str]] = {
+    # seed 003's pair (Pythia 70M -> 2.8B)
+    "pythia": ["EleutherAI/pythia-70m", "EleutherAI/pythia-160m", "EleutherAI/pythia-410m", "EleutherAI/pythia-1b",
+               "EleutherAI/pythia-1.4b", "EleutherAI/pythia-2.8b"],
+    "gpt2": ["distilbert/distilgpt2", "openai-community/gpt2", "openai-community/gpt2-medium",
+             "openai-community/gpt2-large", "openai-community/gpt2-xl"],
+    # seed 004's drafts
+    "opt": ["facebook/opt-125m", "facebook/opt-350m", "facebook/opt-1.3b", "facebook/opt-2.7b", "facebook/opt-6.7b"],
+    "bloom": ["bigscience/bloom-560m", "bigscience/bloom-1b1", "bigscience/bloom-1b7", "bigscience/bloom-3b",
+              "bigscience/bloom-7b1"],
+    "cerebras-gpt": ["cerebras/Cerebras-GPT-111M", "cerebras/Cerebras-GPT-256M", "cerebras/Cerebras-GPT-590M",
+                     "cerebras/Cerebras-GPT-1.3B", "cerebras/Cerebras-GPT-2.7B", "cerebras/Cerebras-GPT-6.7B"],
+    # seed 002's pairs
+    "llama2": ["TinyLlama/TinyLlama_v1.1", "meta-llama/Llama-2-13b-hf"],
+    "llama3": ["meta-llama/Llama-3.2-1B", "meta-llama/Llama-3.2-3B", "meta-llama/Llama-3.1-8B"],
+}
+
+
+def _zoo_dir():
+    from .paths import ZOO
+
+    return ZOO
+
+
+def zoo_models() -> list[str]:
+    """Names of the models shipped in data/zoo (directories holding a config.json)."""
+    root = _zoo_dir()
+    return sorted(p.name for p in root.iterdir() if (p / "config.json").exists()) if root.exists() else []
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    import os
+    import socket
+
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def resolve(name: str) -> tuple[str, bool]:
+    """(path or hub ID, is_local) for ``zoo/NAME``, a local directory or a hub ID."""
+    from pathlib import Path
+
+    if name.startswith("zoo/"):
+        path = _zoo_dir() / name[4:]
+        if not (path / "config.json").exists():
+            available = ", ".join(zoo_models()) or "none yet: build it with `python -m specnb.zoo build`"
+            raise ValueError(f"no zoo model {name[4:]!r} in {_zoo_dir()}; available: {available}")
+        return str(path), True
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser()), True
+    return name, False
+
+
+def load_model(
+    name: str,
+    *,
+    dtype: torch.dtype | str | None = None,
+    device: str | torch.device | None = None,
+    device_map: str | dict | None = None,
+):
+    """Load a causal LM in eval mode: ``zoo/NAME``, a local directory, or a hub ID.
+
+    ``dtype`` defaults to float32 on CPU and bfloat16 on CUDA; ``device_map="auto"`` (accelerate)
+    spreads a target too large for one GPU. A hub ID without network and without cached weights
+    fails fast with an error naming the zoo as the offline alternative.
+    """
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(spec, dtype=dtype).to(device).eval()
+    path, local = resolve(name)
+    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if dtype is None:
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    kwargs = {"dtype": dtype}
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, **kwargs)
+    except OSError as exc:
+        if local:
+            raise
+        if not _hub_reachable():
+            zoo = ", ".join(f"zoo/{m}" for m in zoo_models()) or "zoo/... (build with `python -m specnb.zoo build`)"
+            raise ValueError(
+                f"cannot load {name!r}: it is not in the local Hugging Face cache and the hub is unreachable. "
+                f"Offline, use the embedded zoo instead: {zoo}"
+            ) from exc
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if device_map is None:
+        model = model.to(device)
+    return model.eval()
+
+
+def load_tokenizer(name: str):
+    """The tokenizer saved with a zoo model, a local directory or a hub ID."""
+    from transformers import AutoTokenizer
+
+    path, _ = resolve(name)
+    return AutoTokenizer.from_pretrained(path)
+
+
+def load_family(family: str, **kwargs) -> dict:
+    """name -> model for every member of a family: ``"zoo"`` or a key of ``HUB_FAMILIES``."""
+    if family == "zoo":
+        names = [f"zoo/{m}" for m in zoo_models()]
+        if not names:
+            raise ValueError(f"the zoo in {_zoo_dir()} is empty; build it with `python -m specnb.zoo build`")
+    elif family in HUB_FAMILIES:
+        names = HUB_FAMILIES[family]
+    else:
+        raise ValueError(f"unknown family {family!r}; choose 'zoo' or one of {', '.join(HUB_FAMILIES)}")
+    return {name: load_model(name, **kwargs) for name in names}

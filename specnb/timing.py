@@ -5,6 +5,8 @@ stamp saved with every result.
 - ``benchmark_op``: microbenchmarks with ``torch.utils.benchmark`` (it syncs CUDA itself).
 - ``compare``: end-to-end decoding runs of several methods, interleaved A B C, B C A, C A B, ...
 - ``summarize``: median, quartiles and the per-repeat ratio to a baseline method.
+- ``step_latency``: one decode step (or a (k+1)-token verification) after a fixed KV cache.
+- ``forward_share``: how much of a decoding call is spent outside the models' forwards.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from tqdm.auto import tqdm
 
 from .decoding import GenerationResult, synchronize
 
-__all__ = ["environment", "benchmark_op", "compare", "summarize", "synchronize"]
+__all__ = ["environment", "benchmark_op", "compare", "summarize", "synchronize", "step_latency", "forward_share"]
 
 
 def _cpu_name() -> str:
@@ -144,3 +146,63 @@ def summarize(runs: pd.DataFrame, baseline: str | None = None, metric: str = "to
         table["ratio_q25"] = table["method"].map(lambda m: ratios[m][1])
         table["ratio_q75"] = table["method"].map(lambda m: ratios[m][2])
     return table
+
+
+def step_latency(model, *, context: int, tokens: int = 1, min_run_time: float = 0.3, seed: int = 0) -> dict:
+    """Median latency of one forward of ``tokens`` new tokens after a KV cache of ``context``
+    tokens: a decode step (tokens=1) or the verification of k draft tokens (tokens=k+1).
+
+    The cache is filled once; each timed call runs the forward and crops the cache back, so every
+    repeat sees the same context. Timed with ``torch.utils.benchmark`` (warm-up, CUDA sync)."""
+    from .decoding import crop, forward, new_cache
+
+    if context < 1 or tokens < 1:
+        raise ValueError(f"context and tokens must be >= 1; got context={context}, tokens={tokens}")
+    gen = torch.Generator().manual_seed(seed)
+    vocab = model.config.vocab_size
+    prefix = torch.randint(0, vocab, (1, context), generator=gen).to(model.device)
+    step = torch.randint(0, vocab, (1, tokens), generator=gen).to(model.device)
+    cache = new_cache(model)
+    with torch.inference_mode():
+        forward(model, prefix, cache, last_only=True)
+
+        def run():
+            forward(model, step, cache)
+            crop(cache, context)
+
+        out = benchmark_op(run, label=f"{tokens} token(s) after {context}", min_run_time=min_run_time)
+    return {**out, "context": context, "tokens": tokens}
+
+
+def forward_share(fn: Callable[[], object], models: Mapping[str, torch.nn.Module], device=None) -> dict:
+    """Run ``fn`` once and split its wall time into time inside the top-level forward of each of
+    ``models`` and time outside them (the decoding loop's own overhead: sampling, bookkeeping,
+    cache cropping, Python). Syncs the device around every forward, so use it to attribute time,
+    not to time the loop."""
+    import time
+
+    inside = {name: 0.0 for name in models}
+    starts: dict[str, float] = {}
+    handles = []
+    for name, model in models.items():
+        def pre(module, args, name=name):
+            synchronize(device)
+            starts[name] = time.perf_counter()
+
+        def post(module, args, output, name=name):
+            synchronize(device)
+            inside[name] += time.perf_counter() - starts.pop(name)
+
+        handles += [model.register_forward_pre_hook(pre), model.register_forward_hook(post)]
+    try:
+        synchronize(device)
+        t0 = time.perf_counter()
+        fn()
+        synchronize(device)
+        total = time.perf_counter() - t0
+    finally:
+        for h in handles:
+            h.remove()
+    outside = total - sum(inside.values())
+    return {"total_s": total, **{f"{n}_forward_s": s for n, s in inside.items()}, "outside_s": outside,
+            "outside_share": outside / total if total > 0 else float("nan")}

@@ -105,7 +105,17 @@ def test_copy_draft_call_counts_exact(pairs):
     # token 1 from prefill, then 4 iterations of 4 drafts + 1 bonus = 20 tokens
     assert out.accepted == [4, 4, 4, 4] and out.target_calls == 5 and out.draft_calls == 1 + 16
     assert out.per_position_acceptance == [1.0, 1.0, 1.0, 1.0]
+    assert out.sources == ["target"] + (["draft"] * 4 + ["bonus"]) * 4
     assert out.mean_accepted_tokens == pytest.approx(21 / 5)
+
+
+def test_sources_label_every_token(pairs):
+    target, drafts = pairs["gpt2"]
+    out = speculative_generate(target, drafts["perturbed"], prompts(1)[0], 30, k=3)
+    assert len(out.sources) == out.num_new_tokens and out.sources[0] == "target"
+    assert out.sources.count("draft") == sum(out.accepted)
+    assert out.sources.count("correction") + out.sources.count("bonus") == len(out.accepted)
+    assert out.sources.count("bonus") == sum(a == p for a, p in zip(out.accepted, out.proposed))
 
 
 @pytest.mark.parametrize("family", FAMILIES)

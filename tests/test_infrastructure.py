@@ -17,7 +17,7 @@ import specnb.paths as paths
 from specnb.decoding import GenerationResult
 from specnb.plotting import save_fig, set_style
 from specnb.results import append_rows, pending, read_results, result_path, write_atomic
-from specnb.timing import benchmark_op, compare, environment, summarize
+from specnb.timing import benchmark_op, compare, environment, forward_share, step_latency, summarize
 
 ROOT = Path(paths.__file__).resolve().parent.parent
 
@@ -130,6 +130,31 @@ def test_benchmark_op_and_environment():
     assert m["median_s"] > 0 and m["runs"] >= 1
     env = environment("cpu")
     assert env["env_device"] == "cpu" and env["env_torch"] == torch.__version__ and env["env_torch_threads"] >= 1
+
+
+def test_step_latency_keeps_context_fixed():
+    from specnb.models import tiny_model
+
+    m = tiny_model("llama", layers=1, hidden=32)
+    calls = []
+    h = m.register_forward_pre_hook(lambda mod, args, kw: calls.append(kw["past_key_values"].get_seq_length()), with_kwargs=True)
+    out = step_latency(m, context=7, tokens=3, min_run_time=0.01)
+    h.remove()
+    assert out["median_s"] > 0 and out["context"] == 7 and out["tokens"] == 3
+    assert calls[0] == 0 and set(calls[1:]) == {7}  # prefill once, then every step sees 7 cached tokens
+    with pytest.raises(ValueError):
+        step_latency(m, context=0)
+
+
+def test_forward_share_attributes_time():
+    from specnb.decoding import speculative_generate
+    from specnb.models import tiny_model
+
+    t, d = tiny_model("llama", layers=2), tiny_model("llama", layers=1, seed=3)
+    share = forward_share(lambda: speculative_generate(t, d, torch.tensor([[4, 5]]), 12, k=3), {"target": t, "draft": d})
+    assert share["target_forward_s"] > 0 and share["draft_forward_s"] > 0
+    assert share["outside_s"] == pytest.approx(share["total_s"] - share["target_forward_s"] - share["draft_forward_s"])
+    assert 0 <= share["outside_share"] < 1
 
 
 # ---------------------------------------------------------------- CLI and notebook runner
