@@ -1,6 +1,6 @@
 """One figure style for the workbook, and ``save_fig`` → figures/NAME.png and .svg (the quick
 profile writes to a git-ignored folder instead), closing the figure so notebooks print no
-``<Figure size ...>`` lines."""
+``<Figure size ...>`` lines. ``render_trace`` colours generated text by where each token came from."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import seaborn as sns
 
 from .paths import figures_dir
 
-__all__ = ["set_style", "save_fig"]
+__all__ = ["set_style", "save_fig", "render_trace", "TRACE_COLOURS"]
 
 
 def set_style() -> None:
@@ -43,3 +43,25 @@ def save_fig(fig, name: str, directory: str | Path | None = None) -> list[Path]:
         paths.append(final)
     plt.close(fig)
     return paths
+
+
+#: background colour per token source of ``GenerationResult.sources``
+TRACE_COLOURS = {"draft": "#b7e4c7", "correction": "#f4a6a6", "bonus": "#a9c9ff", "target": "#e0e0e0"}
+
+
+def render_trace(pieces: list[str], sources: list[str]) -> str:
+    """HTML of generated text, each piece on the colour of its source (accepted draft token,
+    target correction after a rejection, bonus token after full acceptance), with a legend."""
+    import html
+
+    if len(pieces) != len(sources):
+        raise ValueError(f"got {len(pieces)} text pieces for {len(sources)} sources; decode each new token separately")
+    unknown = set(sources) - set(TRACE_COLOURS)
+    if unknown:
+        raise ValueError(f"unknown token sources {sorted(unknown)}; expected {sorted(TRACE_COLOURS)}")
+    spans = "".join(
+        f'<span style="background:{TRACE_COLOURS[s]};white-space:pre-wrap" title="{s}">{html.escape(p)}</span>'
+        for p, s in zip(pieces, sources)
+    )
+    legend = " ".join(f'<span style="background:{c};padding:0 4px">{name}</span>' for name, c in TRACE_COLOURS.items())
+    return f'<div style="font-family:monospace;line-height:1.6">{spans}</div><div style="margin-top:6px">{legend}</div>'
