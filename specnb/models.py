@@ -27,7 +27,7 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-__all__ = ["TINY_FAMILIES", "HUB_FAMILIES", "tiny_model", "perturbed_copy", "load_spec", "load_model", "load_tokenizer", "load_family", "zoo_models"]
+__all__ = ["TINY_FAMILIES", "HUB_FAMILIES", "tiny_model", "perturbed_copy", "truncated_copy", "load_spec", "load_model", "load_tokenizer", "load_family", "zoo_models"]
 
 TINY_FAMILIES = ("llama", "gpt2", "gpt_neox", "opt", "qwen2")
 
@@ -103,6 +103,35 @@ def perturbed_copy(model, noise: float, seed: int = 0):
     return clone.eval()
 
 
+def truncated_copy(model, num_layers: int):
+    """A deep copy of a decoder-only model keeping only its first ``num_layers`` blocks (final norm
+    and head kept): a free self-speculative draft that agrees with the target often."""
+    clone = copy.deepcopy(model)
+    base = getattr(clone, clone.base_model_prefix)
+    name = next((n for n in ("layers", "h", "decoder.layers") if _get_attr(base, n) is not None), None)
+    if name is None:
+        raise ValueError(f"cannot find the blocks of {type(model).__name__}; truncated_copy supports Llama, GPT-2, GPT-NeoX, OPT and Qwen2")
+    blocks = _get_attr(base, name)
+    if not 1 <= num_layers <= len(blocks):
+        raise ValueError(f"num_layers must be in 1..{len(blocks)}; got {num_layers}")
+    parent, attr = (base, name) if "." not in name else (_get_attr(base, name.rsplit(".", 1)[0]), name.rsplit(".", 1)[1])
+    setattr(parent, attr, blocks[:num_layers])
+    for key in ("num_hidden_layers", "n_layer"):
+        if hasattr(clone.config, key):
+            setattr(clone.config, key, num_layers)
+    if getattr(clone.config, "layer_types", None):
+        clone.config.layer_types = clone.config.layer_types[:num_layers]
+    return clone.eval()
+
+
+def _get_attr(obj, dotted: str):
+    for part in dotted.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
 def _parse_options(parts: list[str]) -> dict:
     opts = {}
     for part in parts:
@@ -123,7 +152,7 @@ def load_spec(spec: str, *, target=None, dtype: torch.dtype = torch.float32, dev
     """Build or load a model from a command-line spec.
 
     - ``tiny:FAMILY[:key=value...]``: ``tiny_model(FAMILY, **options)``, e.g. ``tiny:llama:layers=8:hidden=256``;
-    - ``copy[:noise=0.1:seed=3]``: a (perturbed) copy of ``target``;
+    - ``copy[:noise=0.1:seed=3][:layers=2]``: a (perturbed, truncated) copy of ``target``;
     - anything else: ``load_model(spec)`` (``zoo/NAME``, a local directory or a hub ID).
     """
     kind, *rest = spec.split(":")
@@ -135,7 +164,8 @@ def load_spec(spec: str, *, target=None, dtype: torch.dtype = torch.float32, dev
         if target is None:
             raise ValueError("a 'copy' draft needs the target; give the target spec first")
         opts = _parse_options(rest)
-        return perturbed_copy(target, float(opts.get("noise", 0.0)), int(opts.get("seed", 0)))
+        draft = truncated_copy(target, int(opts["layers"])) if "layers" in opts else target
+        return perturbed_copy(draft, float(opts.get("noise", 0.0)), int(opts.get("seed", 0)))
     return load_model(spec, dtype=dtype, device=device)
 
 

@@ -44,3 +44,20 @@ def test_load_spec():
         load_spec("tiny:llama:layers")
     with pytest.raises(ValueError, match="needs the target"):
         load_spec("copy")
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gpt_neox", "opt", "qwen2"])
+def test_truncated_copy_is_a_working_shallow_draft(family):
+    from specnb.decoding import speculative_generate
+    from specnb.models import truncated_copy
+
+    t = tiny_model(family, layers=3, init_std=0.02)
+    d = truncated_copy(t, 1)
+    assert d.config.num_hidden_layers == 1 if hasattr(d.config, "num_hidden_layers") else d.config.n_layer == 1
+    assert sum(p.numel() for p in d.parameters()) < sum(p.numel() for p in t.parameters())
+    ids = torch.tensor([[3, 4, 5]])
+    ref = t.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False, pad_token_id=0)
+    assert torch.equal(speculative_generate(t, d, ids, 12, k=3).sequences, ref)
+    assert len(list(t.parameters())) > len(list(d.parameters()))  # the target is untouched
+    with pytest.raises(ValueError, match="num_layers"):
+        truncated_copy(t, 4)
