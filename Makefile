@@ -30,7 +30,7 @@ test-unit: venv
 test-notebooks: venv
 	@if ls notebooks/*.ipynb > /dev/null 2>&1; then \
 	  SPECNB_PROFILE=quick $(BIN)/python -m pytest -q -p no:cacheprovider --nbval-lax \
-	    --sanitize-with nbval_sanitize.cfg notebooks; \
+	    --nbval-sanitize-with nbval_sanitize.cfg notebooks; \
 	else echo "no notebooks yet"; fi
 
 reproduce: venv

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.utils.benchmark as tbench
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .decoding import GenerationResult, synchronize
 
