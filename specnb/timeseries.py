@@ -64,10 +64,11 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-import torch.utils.benchmark as tbench
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
+
+from .timing import benchmark_op, compare, summarize
 
 from .paths import DATA, ROOT
 
@@ -327,6 +328,10 @@ class Forecast:
         """alpha = accepted / proposed draft patches (NaN when nothing was proposed)."""
         return self.accepted / self.proposed if self.proposed else float("nan")
 
+    def summary(self) -> dict:
+        """Decoding statistics, one row of a timing table (``specnb.timing.compare``)."""
+        return {"target_calls": self.target_calls, "draft_calls": self.draft_calls, "acceptance": self.acceptance_rate}
+
 
 def instance_norm(context: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """RevIN without affine: (B, T) -> normalised (B, T), mean (B, 1), std (B, 1)."""
@@ -521,48 +526,24 @@ def _replay(calls: list[tuple[nn.Module, torch.Tensor]]) -> Callable[[], None]:
 
 
 def _bench(fn: Callable[[], object], min_run_time: float) -> dict:
-    timer = tbench.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-    timer.timeit(2)  # warm-up
-    m = timer.blocked_autorange(min_run_time=min_run_time)
-    return {"median_s": m.median, "iqr_s": m.iqr, "runs": len(m.times)}
+    return benchmark_op(fn, min_run_time=min_run_time, warmup=2)
 
 
 def time_interleaved(methods: Mapping[str, Callable[[], Forecast]], repeats: int = 5, warmup: int = 1,
                      progress: bool = True) -> pd.DataFrame:
     """Wall-clock of each method, ``repeats`` rounds interleaved and rotated (A B C, B C A, ...)
-    after ``warmup`` untimed rounds: one row per (method, repeat) with seconds and statistics."""
-    if repeats < 5:
-        raise ValueError(f"repeats must be >= 5 for a median and spread worth reporting; got {repeats}")
-    names = list(methods)
-    for _ in range(warmup):
-        for name in names:
-            methods[name]()
-    rows = []
-    for r in tqdm(range(repeats), desc="interleaved timing", disable=not progress, leave=False):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            start = time.perf_counter()
-            fc = methods[name]()
-            rows.append({"method": name, "repeat": r, "seconds": time.perf_counter() - start,
-                         "target_calls": fc.target_calls, "draft_calls": fc.draft_calls,
-                         "acceptance": fc.acceptance_rate})
-    return pd.DataFrame(rows)
+    after ``warmup`` untimed rounds (``specnb.timing.compare``): one row per (method, repeat)."""
+    return compare(methods, repeats=repeats, warmup=warmup, progress=progress)
 
 
 def summarize_times(runs: pd.DataFrame, baseline: str) -> pd.DataFrame:
     """Per method: median and quartiles of seconds, and the median paired speedup
-    t_baseline / t_method over repeats (pairing by repeat cancels drift)."""
-    if baseline not in set(runs["method"]):
-        raise ValueError(f"baseline {baseline!r} is not among the methods {sorted(set(runs['method']))}")
-    base = runs[runs["method"] == baseline].set_index("repeat")["seconds"]
-    out = []
-    for method, g in runs.groupby("method", sort=False):
-        speedup = base / g.set_index("repeat")["seconds"]
-        out.append({"method": method, "repeats": len(g), "seconds_median": g["seconds"].median(),
-                    "seconds_q25": g["seconds"].quantile(0.25), "seconds_q75": g["seconds"].quantile(0.75),
-                    "speedup": speedup.median(), "speedup_q25": speedup.quantile(0.25),
-                    "speedup_q75": speedup.quantile(0.75), "target_calls": g["target_calls"].median(),
-                    "draft_calls": g["draft_calls"].median(), "acceptance": g["acceptance"].median()})
-    return pd.DataFrame(out)
+    t_baseline / t_method over repeats (``specnb.timing.summarize``; pairing cancels drift)."""
+    table = summarize(runs, baseline, metric="seconds", higher_is_better=False)
+    stats = runs.groupby("method", sort=False)[["target_calls", "draft_calls", "acceptance"]].median()
+    table = table.rename(columns={f"ratio_vs_{baseline}": "speedup", "ratio_q25": "speedup_q25", "ratio_q75": "speedup_q75"})
+    return table[["method", "repeats", "seconds_median", "seconds_q25", "seconds_q75", "speedup", "speedup_q25",
+                  "speedup_q75"]].merge(stats, left_on="method", right_index=True)
 
 
 def timing_batch(series: np.ndarray, n_windows: int, context: int = CONTEXT, horizon: int = max(HORIZONS)) -> torch.Tensor:

@@ -15,6 +15,7 @@ import datetime as _dt
 import os
 import platform
 import subprocess
+import time
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -67,27 +68,24 @@ def environment(device: str | torch.device | None = None) -> dict:
     }
 
 
-def benchmark_op(fn: Callable[[], object], *, label: str = "", min_run_time: float = 0.2) -> dict:
+def benchmark_op(fn: Callable[[], object], *, label: str = "", min_run_time: float = 0.2, warmup: int = 1) -> dict:
     """Time a small callable with ``torch.utils.benchmark.Timer.blocked_autorange`` (warm-up and
     CUDA sync included). Returns median, IQR and the number of measurements in seconds."""
     timer = tbench.Timer(stmt="fn()", globals={"fn": fn}, label=label, num_threads=torch.get_num_threads())
-    timer.timeit(1)  # warm-up
+    timer.timeit(warmup)  # warm-up
     m = timer.blocked_autorange(min_run_time=min_run_time)
     return {"label": label, "median_s": m.median, "iqr_s": m.iqr, "mean_s": m.mean, "runs": len(m.times)}
 
 
-def _row(method: str, repeat: int, result) -> dict:
-    if isinstance(result, GenerationResult):
-        row = result.summary()
-        row["method"] = method
-    else:
-        row = {"method": method}
-    row["repeat"] = repeat
+def _row(method: str, repeat: int, result, wall_seconds: float) -> dict:
+    row = dict(result.summary()) if hasattr(result, "summary") else {}
+    row.setdefault("seconds", wall_seconds)  # results without their own clock get the wall time
+    row.update(method=method, repeat=repeat, wall_seconds=wall_seconds)
     return row
 
 
 def compare(
-    methods: Mapping[str, Callable[[], GenerationResult]],
+    methods: Mapping[str, Callable[[], object]],
     *,
     repeats: int = 5,
     warmup: int = 1,
@@ -95,8 +93,9 @@ def compare(
     device: str | torch.device | None = None,
 ) -> pd.DataFrame:
     """Run every method ``repeats`` times, interleaved and rotated each round (A B C, B C A, ...),
-    after ``warmup`` untimed rounds. Each callable returns a ``GenerationResult`` (whose own
-    timestamps are taken after a device sync). Returns one tidy row per (method, repeat)."""
+    after ``warmup`` untimed rounds. Every call is wall-timed between device syncs
+    (``wall_seconds``); a result with a ``summary()`` (e.g. ``GenerationResult``, whose own clock
+    also separates TTFT) contributes its statistics to the row. One tidy row per (method, repeat)."""
     if repeats < 5:
         raise ValueError(f"repeats must be >= 5 for a median and spread worth reporting; got {repeats}")
     if not methods:
@@ -111,15 +110,20 @@ def compare(
         order = names[r % len(names):] + names[: r % len(names)]
         for name in order:
             synchronize(device)
-            rows.append(_row(name, r, methods[name]()))
+            start = time.perf_counter()
+            result = methods[name]()
+            synchronize(device)
+            rows.append(_row(name, r, result, time.perf_counter() - start))
             bar.update()
     bar.close()
     return pd.DataFrame(rows)
 
 
-def summarize(runs: pd.DataFrame, baseline: str | None = None, metric: str = "tokens_per_second") -> pd.DataFrame:
+def summarize(runs: pd.DataFrame, baseline: str | None = None, metric: str = "tokens_per_second",
+              higher_is_better: bool = True) -> pd.DataFrame:
     """Per method: median and quartiles of ``metric`` and of TTFT, and, given a ``baseline``, the
-    median over repeats of the per-repeat ratio metric/metric_baseline (pairing cancels drift)."""
+    median over repeats of the per-repeat ratio metric/metric_baseline (pairing cancels drift),
+    inverted when lower is better (e.g. seconds), so a ratio above 1 always means faster."""
     out = []
     for method, g in runs.groupby("method", sort=False):
         row = {
@@ -130,7 +134,7 @@ def summarize(runs: pd.DataFrame, baseline: str | None = None, metric: str = "to
             f"{metric}_q75": g[metric].quantile(0.75),
         }
         for col in ("ttft_seconds", "seconds", "mean_accepted_tokens", "acceptance_rate", "target_calls", "draft_calls"):
-            if col in g:
+            if col in g and col != metric:
                 row[f"{col}_median"] = g[col].median()
         out.append(row)
     table = pd.DataFrame(out)
@@ -141,6 +145,7 @@ def summarize(runs: pd.DataFrame, baseline: str | None = None, metric: str = "to
         ratios = {}
         for method, g in runs.groupby("method", sort=False):
             r = g.set_index("repeat")[metric] / base
+            r = r if higher_is_better else 1 / r
             ratios[method] = (float(np.nanmedian(r)), float(np.nanquantile(r, 0.25)), float(np.nanquantile(r, 0.75)))
         table[f"ratio_vs_{baseline}"] = table["method"].map(lambda m: ratios[m][0])
         table["ratio_q25"] = table["method"].map(lambda m: ratios[m][1])
@@ -179,8 +184,6 @@ def forward_share(fn: Callable[[], object], models: Mapping[str, torch.nn.Module
     ``models`` and time outside them (the decoding loop's own overhead: sampling, bookkeeping,
     cache cropping, Python). Syncs the device around every forward, so use it to attribute time,
     not to time the loop."""
-    import time
-
     inside = {name: 0.0 for name in models}
     starts: dict[str, float] = {}
     handles = []
