@@ -1,5 +1,6 @@
 """Measurements the notebooks run, returning tidy rows (one concern: turning models into numbers).
 
+- ``heldout_prompts``: prompts cut from held-out (test-split) standard-library files.
 - ``greedy_identity``: does speculative greedy equal target greedy, prompt by prompt and k by k?
 - ``sampling_histograms``: tokens drawn by speculative sampling vs by the target alone, with the
   total-variation distance between them and the noise floor of two target-only samples.
@@ -15,13 +16,40 @@ from collections.abc import Iterable, Sequence
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .decoding import autoregressive_generate, speculative_generate
 from .theory import walltime_speedup
 from .timing import step_latency
 
-__all__ = ["greedy_identity", "sampling_histograms", "total_variation", "pair_costs", "predict_speedup"]
+__all__ = ["heldout_prompts", "greedy_identity", "sampling_histograms", "total_variation", "pair_costs", "predict_speedup"]
+
+
+def heldout_prompts(tokenizer, n: int, length: int = 64, seed: int = 0, split: str = "test") -> list[torch.Tensor]:
+    """``n`` prompts of ``length`` tokens, (1, length) each, cut at seeded offsets from distinct
+    files of the zoo corpus's held-out ``split`` of the running interpreter's standard library."""
+    import random
+
+    from .zoo import list_stdlib_files, split_of, stdlib_dir
+
+    if n < 1 or length < 1:
+        raise ValueError(f"n and length must be >= 1; got n={n}, length={length}")
+    root = stdlib_dir()
+    files = [f for f in list_stdlib_files(root) if split_of(f) == split]
+    random.Random(seed).shuffle(files)
+    prompts = []
+    for rel in files:
+        try:
+            ids = tokenizer((root / rel).read_text(encoding="utf-8")).input_ids
+        except (UnicodeDecodeError, OSError):
+            continue
+        if len(ids) < 2 * length:
+            continue
+        start = random.Random(f"{seed}:{rel}").randrange(0, len(ids) - length)
+        prompts.append(torch.tensor([ids[start : start + length]]))
+        if len(prompts) == n:
+            return prompts
+    raise ValueError(f"only {len(prompts)} {split} files hold {2 * length}+ tokens; ask for fewer or shorter prompts")
 
 
 def greedy_identity(target, draft, prompts: Sequence[torch.Tensor], ks: Iterable[int], max_new_tokens: int,

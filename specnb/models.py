@@ -27,7 +27,7 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-__all__ = ["TINY_FAMILIES", "HUB_FAMILIES", "tiny_model", "perturbed_copy", "truncated_copy", "load_spec", "load_model", "load_tokenizer", "load_family", "zoo_models"]
+__all__ = ["TINY_FAMILIES", "HUB_FAMILIES", "tiny_model", "perturbed_copy", "truncated_copy", "load_spec", "load_model", "load_tokenizer", "load_family", "zoo_models", "describe"]
 
 TINY_FAMILIES = ("llama", "gpt2", "gpt_neox", "opt", "qwen2")
 
@@ -277,6 +277,24 @@ def load_tokenizer(name: str):
 
     path, _ = resolve(name)
     return AutoTokenizer.from_pretrained(path)
+
+
+def describe(models: dict) -> "pd.DataFrame":
+    """One row per model: parameters, layers, hidden size, heads, vocabulary."""
+    import pandas as pd
+
+    rows = []
+    for name, m in models.items():
+        cfg = m.config
+        rows.append({
+            "model": name,
+            "params_M": sum(p.numel() for p in m.parameters()) / 1e6,
+            "layers": getattr(cfg, "num_hidden_layers", getattr(cfg, "n_layer", None)),
+            "hidden": getattr(cfg, "hidden_size", getattr(cfg, "n_embd", None)),
+            "heads": getattr(cfg, "num_attention_heads", getattr(cfg, "n_head", None)),
+            "vocab": cfg.vocab_size,
+        })
+    return pd.DataFrame(rows)
 
 
 def load_family(family: str, **kwargs) -> dict:

@@ -13,7 +13,7 @@ import seaborn as sns
 
 from .paths import figures_dir
 
-__all__ = ["set_style", "save_fig", "render_trace", "TRACE_COLOURS"]
+__all__ = ["set_style", "save_fig", "render_trace", "TRACE_COLOURS", "plot_token_frequencies", "plot_methods"]
 
 
 def set_style() -> None:
@@ -65,3 +65,35 @@ def render_trace(pieces: list[str], sources: list[str]) -> str:
     )
     legend = " ".join(f'<span style="background:{c};padding:0 4px">{name}</span>' for name, c in TRACE_COLOURS.items())
     return f'<div style="font-family:monospace;line-height:1.6">{spans}</div><div style="margin-top:6px">{legend}</div>'
+
+
+def plot_token_frequencies(counts, positions=(1, 2, 3), top: int = 8, decode=None):
+    """Bar charts, one per position, of the ``top`` most frequent tokens under each method
+    (rows of ``specnb.measure.sampling_histograms``). ``decode`` maps a token id to a label."""
+    positions = list(positions)
+    fig, axes = plt.subplots(1, len(positions), figsize=(4.2 * len(positions), 3.6), squeeze=False)
+    for ax, pos in zip(axes[0], positions):
+        sub = counts[counts["position"] == pos]
+        keep = sub[sub["method"] == "target"].nlargest(top, "frequency")["token"]
+        sub = sub[sub["token"].isin(keep)].copy()
+        sub["label"] = sub["token"].map(lambda t: repr(decode(t)) if decode else str(t))
+        order = [repr(decode(t)) if decode else str(t) for t in keep]
+        sns.barplot(data=sub, x="label", y="frequency", hue="method", order=order, ax=ax)
+        ax.set(title=f"new token {pos}", xlabel="token", ylabel="frequency")
+        ax.tick_params(axis="x", rotation=60)
+        if ax is not axes[0][-1]:
+            ax.get_legend().remove()
+    fig.tight_layout()
+    return fig
+
+
+def plot_methods(table, metrics=("tokens_per_second_median", "ttft_seconds_median"),
+                 labels=("decode tokens/s (median)", "TTFT, s (median)")):
+    """Side-by-side bars of summary metrics per method (rows of ``specnb.timing.summarize``)."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.4), squeeze=False)
+    for ax, metric, label in zip(axes[0], metrics, labels):
+        sns.barplot(data=table, x="method", y=metric, hue="method", legend=False, ax=ax)
+        ax.set(xlabel="", ylabel=label, title=label)
+        ax.tick_params(axis="x", rotation=20)
+    fig.tight_layout()
+    return fig

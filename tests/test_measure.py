@@ -56,3 +56,37 @@ def test_render_trace():
         render_trace(["a"], ["draft", "bonus"])
     with pytest.raises(ValueError, match="unknown"):
         render_trace(["a"], ["oracle"])
+
+
+def test_heldout_prompts_come_from_test_files():
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from specnb.measure import heldout_prompts
+
+    raw = Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=raw)
+    prompts = heldout_prompts(tok, n=3, length=16, seed=1)
+    assert len(prompts) == 3 and all(p.shape == (1, 16) for p in prompts)
+    assert [p.tolist() for p in prompts] == [p.tolist() for p in heldout_prompts(tok, n=3, length=16, seed=1)]
+    with pytest.raises(ValueError):
+        heldout_prompts(tok, n=0)
+
+
+def test_plots_and_describe(pair, tmp_path):
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from specnb.models import describe
+    from specnb.plotting import plot_methods, plot_token_frequencies
+
+    t, d = pair
+    table = describe({"target": t, "draft": d})
+    assert list(table["model"]) == ["target", "draft"] and (table["layers"] == 2).all()
+    counts, _ = sampling_histograms(t, d, torch.tensor([[1, 2]]), runs=20, new_tokens=2, k=2, progress=False)
+    fig = plot_token_frequencies(counts, positions=[1, 2], decode=str)
+    assert len(fig.axes) == 2
+    fig2 = plot_methods(pd.DataFrame({"method": ["a", "b"], "tokens_per_second_median": [1, 2], "ttft_seconds_median": [0.1, 0.2]}))
+    assert len(fig2.axes) == 2
+    plt.close("all")

@@ -1,0 +1,263 @@
+"""Fast tests of specnb.zoo on a tiny corpus and tiny configs (seconds, in a temp dir)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from specnb import zoo
+from specnb.paths import ROOT
+
+STDLIB_SAMPLES = ("textwrap.py", "shlex.py", "fnmatch.py", "colorsys.py", "bisect.py", "keyword.py")
+
+
+def tiny_settings() -> zoo.TrainSettings:
+    """Settings small enough for a test: short windows, tiny batches, no compile, quick eval."""
+    return zoo.TrainSettings(
+        seq_len=32, batch_size=2, micro_batch=1, warmup_steps=2, eval_tokens=256,
+        log_every=1, compile=False, autocast=True, vocab_size=400, checkpoint_minutes=60.0,
+    )
+
+
+def tiny_spec(name: str = "tiny", **kw) -> zoo.ModelSpec:
+    """A two-layer model of a few thousand parameters with a budget of 8 steps."""
+    base = dict(layers=2, hidden=32, heads=2, ffn=64, group="target", budget_tokens=8 * 64, lr=3e-3)
+    base.update(kw)
+    return zoo.ModelSpec(name, **base)
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory) -> Path:
+    """A folder of a few stdlib files, copied under many names so every split gets some."""
+    root = tmp_path_factory.mktemp("corpus")
+    src = zoo.stdlib_dir()
+    for i in range(120):
+        name = STDLIB_SAMPLES[i % len(STDLIB_SAMPLES)]
+        (root / f"pkg{i % 3}").mkdir(exist_ok=True)
+        (root / f"pkg{i % 3}" / f"{i}_{name}").write_text((src / name).read_text()[:1500])
+    (root / "bad.bin").write_bytes(b"\xff\xfe\x00binary")
+    return root
+
+
+@pytest.fixture(scope="module")
+def prepared(corpus_dir, tmp_path_factory):
+    """A layout in a temp zoo with the corpus tokenized and the manifest written."""
+    layout = zoo.make_layout(corpus_dir, tmp_path_factory.mktemp("zoo"))
+    manifest = zoo.prepare_corpus(layout, vocab_size=tiny_settings().vocab_size)
+    return layout, manifest
+
+
+def test_split_rule_is_deterministic_and_roughly_90_5_5():
+    """The split depends only on the relative path and follows the sha1 % 100 rule."""
+    paths = [f"pkg/mod{i}.py" for i in range(4000)]
+    first = [zoo.split_of(p) for p in paths]
+    assert first == [zoo.split_of(p) for p in paths]
+    share = {s: first.count(s) / len(first) for s in zoo.SPLITS}
+    assert 0.87 < share["train"] < 0.93 and 0.03 < share["validation"] < 0.07 and 0.03 < share["test"] < 0.07
+    import hashlib
+    bucket = int(hashlib.sha1(b"asyncio/tasks.py").hexdigest(), 16) % 100
+    assert zoo.split_of("asyncio/tasks.py") == ("train" if bucket < 90 else "validation" if bucket < 95 else "test")
+
+
+def test_stdlib_listing_skips_site_packages_and_generated_dirs():
+    """The stdlib corpus has no site-packages, encodings or pydoc_data files, but keeps test/."""
+    files = zoo.list_stdlib_files(zoo.stdlib_dir())
+    assert "os.py" in files and any(f.startswith("test/") for f in files)
+    assert not any(f.split("/")[0] in zoo.STDLIB_SKIP_DIRS for f in files)
+
+
+def test_manifest_fields(prepared):
+    """The manifest records version, split rule, per-split files/characters/tokens and hashes."""
+    layout, manifest = prepared
+    on_disk = json.loads(layout.manifest.read_text())
+    assert on_disk == manifest
+    assert manifest["python_version"].count(".") == 2
+    assert manifest["source"]["skipped_files"] == 1
+    for name in zoo.SPLITS:
+        split = manifest["splits"][name]
+        assert set(split) == {"files", "characters", "tokens", "sha256"}
+        assert split["files"] > 0 and split["tokens"] == len(zoo.load_split(layout, name))
+    assert manifest["total"]["files"] == 120
+    assert len(manifest["sha256"]) == 64 and manifest["tokenizer"]["vocab_size"] == 400
+
+
+def test_tokenizer_round_trip_and_vocab(prepared):
+    """The cached tokenizer has the requested vocabulary, eot specials, and decodes what it encodes."""
+    layout, _ = prepared
+    tok = zoo.load_tokenizer(layout.tokenizer_dir)
+    assert len(tok) == 400
+    assert tok.bos_token == tok.eos_token == tok.pad_token == zoo.EOT
+    text = "def f(x):\n    return x  # ünïcode ✓\n\n\tpass\n"
+    ids = tok(text)["input_ids"]
+    assert tok.decode(ids) == text and tok.bos_token_id not in ids
+    stream = zoo.load_split(layout, "train")
+    assert stream.dtype == np.uint16 and stream[0] == stream[-1] == tok.eos_token_id
+
+
+def test_corpus_cache_is_reused(prepared):
+    """A second prepare_corpus call reuses the cached tokenizer and arrays."""
+    layout, manifest = prepared
+    before = (layout.tokenizer_dir / "tokenizer.json").stat().st_mtime_ns
+    assert zoo.prepare_corpus(layout, vocab_size=400) == manifest
+    assert (layout.tokenizer_dir / "tokenizer.json").stat().st_mtime_ns == before
+
+
+def test_budget_check_raises_clear_error():
+    """Configs over the cap raise BudgetError naming the total; the real zoo fits."""
+    rows = zoo.budget_table([tiny_spec()], vocab_size=400)
+    assert rows[0]["params"] == sum(p.numel() for p in zoo.new_model(tiny_spec(), tiny_settings(), 0).parameters())
+    with pytest.raises(zoo.BudgetError, match="over the cap"):
+        zoo.check_budget(rows, max_total=rows[0]["bytes_bf16"] - 1)
+    with pytest.raises(zoo.BudgetError, match="per-file cap"):
+        zoo.check_budget(rows, max_file=10)
+    real = zoo.budget_table(zoo.zoo_specs())
+    assert zoo.check_budget(real) <= zoo.MAX_TOTAL_BYTES
+    target = next(r for r in real if r["name"] == "target")
+    assert 25e6 <= target["params"] <= 35e6 and target["layers"] == 12
+
+
+def read_log(path: Path) -> list[dict]:
+    """Rows of a loss log."""
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_train_checkpoint_resume_export_reload(prepared):
+    """A tiny model trains, checkpoints, resumes where it stopped, exports, and reloads identically."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    layout, _ = prepared
+    settings = tiny_settings()
+    spec = tiny_spec()
+    assert zoo.train_group([spec], layout, settings, max_steps=3) == []
+    state = torch.load(zoo.checkpoint_path(layout, "tiny"), weights_only=False)
+    assert state["step"] == 3 and state["data"]["cursor"] == 6 and "optimizer" in state
+    assert [int(r["step"]) for r in read_log(zoo.log_path(layout, "tiny"))] == [1, 2, 3]
+    zoo.write_log(zoo.log_path(layout, "tiny"), [{"step": 4, "tokens": 256, "loss": 9.9}])  # as if it crashed
+
+    assert zoo.train_group([spec], layout, settings) == ["tiny"]
+    rows = read_log(zoo.log_path(layout, "tiny"))
+    assert [int(r["step"]) for r in rows] == list(range(1, 9))
+    assert set(rows[0]) >= {"step", "tokens", "loss", "lr", "tokens_per_s"}
+
+    out = layout.zoo / "tiny"
+    info = json.loads((out / "training.json").read_text())
+    assert info["training_steps"] == 8 and info["training_tokens"] == 8 * 64
+    assert 0 <= info["val_next_token_accuracy"] <= 1 and info["final_val_loss"] > 0
+    assert zoo.is_finished(layout, "tiny")
+
+    final = torch.load(zoo.checkpoint_path(layout, "tiny"), weights_only=False)
+    model = zoo.new_model(spec, settings, 0)
+    model.load_state_dict(final["model"])
+    expected = zoo.bf16_copy(model).float().eval()
+    loaded = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(str(out))
+    assert next(loaded.parameters()).dtype == torch.float32
+    ids = torch.tensor([tok("import os\nprint(os.sep)\n")["input_ids"]])
+    with torch.no_grad():
+        assert torch.equal(expected(input_ids=ids).logits, loaded(input_ids=ids).logits)
+    assert zoo.train_group([spec], layout, settings) == []
+
+
+def test_distilled_group_shares_teacher_and_snapshots(prepared):
+    """Two drafts distil from the finished tiny target together; snapshots export as their own models."""
+    layout, _ = prepared
+    settings = tiny_settings()
+    if not zoo.is_finished(layout, "tiny"):
+        zoo.train_group([tiny_spec()], layout, settings)
+    drafts = [
+        tiny_spec("da", layers=1, hidden=16, heads=1, group="width", teacher="tiny", budget_tokens=4 * 64, snapshots=(0.5,)),
+        tiny_spec("db", layers=2, hidden=16, heads=1, group="width", teacher="tiny", budget_tokens=4 * 64),
+    ]
+    exported = zoo.train_group(drafts, layout, settings)
+    assert sorted(exported) == ["da", "da-step2", "db"]
+    assert json.loads((layout.zoo / "da-step2" / "training.json").read_text())["training_steps"] == 2
+    assert "KL" in json.loads((layout.zoo / "db" / "training.json").read_text())["objective"]
+    like = zoo.resolve_budget(tiny_spec("dc", budget_tokens=None, budget_like="db"), layout)
+    assert like.budget_tokens == 4 * 64
+
+
+def test_lr_schedule_warms_up_then_decays():
+    """LR rises linearly over the warm-up steps, then follows a cosine down to min_ratio."""
+    assert zoo.lr_factor(0, 0.0, 10, 0.1) == pytest.approx(0.1)
+    assert zoo.lr_factor(10, 0.0, 10, 0.1) == pytest.approx(1.0)
+    assert zoo.lr_factor(50, 0.5, 10, 0.1) == pytest.approx(0.55)
+    assert zoo.lr_factor(99, 1.0, 10, 0.1) == pytest.approx(0.1)
+    spec = tiny_spec(budget_tokens=None, budget_minutes=2.0)
+    assert zoo.budget_progress(spec, 10**9, 60.0) == pytest.approx(0.5)
+
+
+def test_build_orders_groups_and_only_selects():
+    """The full build trains the target first; --only picks one model or one group."""
+    specs = zoo.zoo_specs()
+    groups = zoo.training_groups(specs)
+    assert [[s.name for s in g] for g in groups][0] == ["target"] and groups[-1][0].name == "d2-data"
+    assert len(groups) == 3 and {s.group for s in groups[1]} == {"width", "depth"}
+    assert all(s.teacher == "target" for s in groups[1])
+    assert [s.name for s in zoo.training_groups(specs, "d2")[0]] == ["d2"]
+    assert {s.name for s in zoo.training_groups(specs, "depth")[0]} == {"d1", "d2", "d4", "d8"}
+    d2, d2_data = (next(s for s in specs if s.name == n) for n in ("d2", "d2-data"))
+    assert replace(d2_data, name="d2", group="depth", teacher="target", budget_like=None,
+                   budget_minutes=d2.budget_minutes) == d2
+    assert next(s for s in specs if s.name == "target").budget_minutes >= 150
+
+
+def test_window_stream_is_resumable():
+    """The batch of a step depends only on (seed, step), so a resumed run sees the same data."""
+    tokens = np.arange(1000, dtype=np.uint16)
+    a = zoo.WindowStream(tokens, 16, 4, seed=7)
+    b = zoo.WindowStream(tokens, 16, 4, seed=7)
+    assert torch.equal(a.batch(20), b.batch(20)) and a.batch(3).shape == (4, 17)
+    assert not torch.equal(a.batch(0), a.batch(1))
+
+
+def test_distillation_loss_matches_kl_div():
+    """The shared-teacher KL term equals torch's kl_div(target || draft), mixed 50/50 with CE."""
+    torch.manual_seed(0)
+    teacher_logits, draft_logits = torch.randn(2, 5, 11), torch.randn(2, 5, 11)
+    y = torch.randint(0, 11, (2, 5))
+
+    class Fixed(torch.nn.Module):
+        """A stand-in draft that always returns the same logits."""
+
+        def forward(self, input_ids):
+            """Return the fixed logits."""
+            return type("Out", (), {"logits": draft_logits})()
+
+    teacher = lambda input_ids: type("Out", (), {"logits": teacher_logits})()  # noqa: E731
+    settings = replace(tiny_settings(), autocast=False)
+    member = zoo.Member(tiny_spec(), Fixed(), Fixed(), None)
+    got = zoo.member_loss(member, None, y, zoo.teacher_targets(teacher, None, settings), settings)
+    t, d = teacher_logits.log_softmax(-1).flatten(0, 1), draft_logits.log_softmax(-1).flatten(0, 1)
+    kl = torch.nn.functional.kl_div(d, t, log_target=True, reduction="batchmean")
+    ce = torch.nn.functional.cross_entropy(draft_logits.flatten(0, 1), y.flatten())
+    assert got.item() == pytest.approx((0.5 * kl + 0.5 * ce).item(), rel=1e-5)
+
+
+def test_busy_time_skips_the_compiling_step():
+    """With torch.compile, an invocation's first step (compilation) is kept out of the busy budget."""
+    spec = tiny_spec(budget_tokens=None, budget_minutes=1.0)
+    member = zoo.Member(spec, None, None, None, threads=2, warm=False)
+    zoo.record_loss(member, 1.0, 1e-3, seconds=50.0, cpu=100.0, settings=tiny_settings())
+    zoo.record_loss(member, 1.0, 1e-3, seconds=10.0, cpu=20.0, settings=tiny_settings())
+    assert member.compile_seconds == 50.0 and member.busy_seconds == 10.0 and member.train_seconds == 60.0
+    assert member.progress == pytest.approx(10.0 / 60)
+
+
+def test_second_build_on_same_zoo_is_refused(tmp_path):
+    """A build holds a lock on its checkpoints; a concurrent one exits with a clear message."""
+    layout = zoo.make_layout(zoo=tmp_path)
+    lock = zoo.acquire_build_lock(layout)
+    import subprocess
+    import sys
+    code = f"from specnb import zoo; zoo.acquire_build_lock(zoo.make_layout(zoo={str(tmp_path)!r}))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode != 0 and "another build is running" in out.stderr
+    lock.close()
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
