@@ -40,7 +40,7 @@ def heldout_prompts(tokenizer, n: int, length: int = 64, seed: int = 0, split: s
     prompts = []
     for rel in files:
         try:
-            ids = tokenizer((root / rel).read_text(encoding="utf-8")).input_ids
+            ids = tokenizer((root / rel).read_text(encoding="utf-8"), verbose=False).input_ids  # whole files: no length warning
         except (UnicodeDecodeError, OSError):
             continue
         if len(ids) < 2 * length:

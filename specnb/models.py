@@ -232,6 +232,26 @@ def resolve(name: str) -> tuple[str, bool]:
     return name, False
 
 
+def _quiet_progress(quiet: bool):
+    """Context manager: HF progress bars off while ``quiet``, restored afterwards."""
+    from contextlib import contextmanager
+
+    from transformers.utils import logging as hf_logging
+
+    @contextmanager
+    def ctx():
+        was_on = hf_logging.is_progress_bar_enabled()
+        if quiet and was_on:
+            hf_logging.disable_progress_bar()
+        try:
+            yield
+        finally:
+            if quiet and was_on:
+                hf_logging.enable_progress_bar()
+
+    return ctx()
+
+
 def load_model(
     name: str,
     *,
@@ -255,7 +275,8 @@ def load_model(
     if device_map is not None:
         kwargs["device_map"] = device_map
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, **kwargs)
+        with _quiet_progress(local):  # a local load takes milliseconds: no progress bar in the notebooks
+            model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, **kwargs)
     except OSError as exc:
         if local:
             raise
