@@ -1,0 +1,215 @@
+"""specnb.latency: fixed-cost fit, operator counts, FLOPs/bytes, the latency model (no timing assertions)."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from specnb.latency import (
+    DEFAULT_OPS,
+    LatencyModel,
+    benchmark_ops,
+    calibrate,
+    count_operators,
+    decode_flops_bytes,
+    fit_fixed_cost,
+    llama_config,
+    llama_ladder,
+    measure_bandwidth,
+    measure_peak_flops,
+    operator_counts,
+    predict_vs_measure,
+)
+from specnb.decoding import new_cache, forward
+
+
+def _synthetic(t0, throughput, work_of, sizes=(16, 32, 64, 128, 256, 512, 1024), op="linear"):
+    return pd.DataFrame([{"op": op, "size": n, "work": float(work_of(n)), "median_s": t0 + work_of(n) / throughput}
+                         for n in sizes])
+
+
+@pytest.fixture(scope="module")
+def ladder():
+    return llama_ladder(widths=(32,), depths=(1, 2, 4), head_dim=16, vocab_size=64, max_positions=128)
+
+
+def test_fit_recovers_known_t0_and_throughput():
+    df = pd.concat([_synthetic(5e-6, 2e10, lambda n: 2 * n * n, op="linear"),
+                    _synthetic(2e-6, 1e9, lambda n: n, op="add")])
+    fit = fit_fixed_cost(df).set_index("op")
+    assert fit.loc["linear", "t0_s"] == pytest.approx(5e-6, rel=1e-6)
+    assert fit.loc["linear", "throughput"] == pytest.approx(2e10, rel=1e-6)
+    assert fit.loc["add", "t0_s"] == pytest.approx(2e-6, rel=1e-6)
+    assert fit.loc["add", "throughput"] == pytest.approx(1e9, rel=1e-6)
+    assert fit.loc["linear", "r2"] == pytest.approx(1.0)
+
+
+def test_crossover_size():
+    # work = 2 n^2, t0 * throughput = 1e5 FLOPs -> n* = sqrt(5e4) = 223.6; first measured size 256
+    fit = fit_fixed_cost(_synthetic(5e-6, 2e10, lambda n: 2 * n * n)).iloc[0]
+    assert fit["crossover_size"] == pytest.approx(math.sqrt(5e4), rel=1e-6)
+    assert fit["crossover_measured"] == 256
+    # a fixed cost never reached in range: interpolated beyond, measured NaN
+    fit = fit_fixed_cost(_synthetic(1e-3, 1e9, lambda n: n, sizes=(16, 64))).iloc[0]
+    assert fit["crossover_size"] == pytest.approx(1e6, rel=1e-6)
+    assert math.isnan(fit["crossover_measured"])
+
+
+def test_fit_t0_is_non_negative():
+    df = pd.DataFrame({"op": "x", "size": [10, 20, 40], "work": [10.0, 20.0, 40.0], "median_s": [0.5, 2.0, 4.0]})
+    fit = fit_fixed_cost(df).iloc[0]
+    assert fit["t0_s"] >= 0
+
+
+def test_fit_rejects_bad_input():
+    with pytest.raises(ValueError, match="lacks"):
+        fit_fixed_cost(pd.DataFrame({"op": ["a"], "size": [1]}))
+    with pytest.raises(ValueError, match=">= 2"):
+        fit_fixed_cost(pd.DataFrame({"op": ["a"], "size": [1], "work": [1.0], "median_s": [1.0]}))
+    with pytest.raises(ValueError, match="> 0"):
+        fit_fixed_cost(pd.DataFrame({"op": "a", "size": [1, 2], "work": [1.0, 2.0], "median_s": [0.0, 1.0]}))
+
+
+def test_benchmark_ops_columns():
+    df = benchmark_ops([8, 16], ops=DEFAULT_OPS, min_run_time=0.001)
+    assert {"op", "size", "work", "unit", "median_s", "iqr_s"} <= set(df.columns)
+    assert len(df) == 2 * len(DEFAULT_OPS)
+    assert (df["median_s"] > 0).all()
+    lin = df[df.op == "linear"].set_index("size")["work"]
+    assert lin[16] == 2 * 16 * 16
+    assert fit_fixed_cost(df)["op"].tolist() == list(DEFAULT_OPS)
+
+
+def test_benchmark_ops_bad_input():
+    with pytest.raises(ValueError, match="unknown op"):
+        benchmark_ops([16], ops=["conv"])
+    with pytest.raises(ValueError, match=">= 1"):
+        benchmark_ops([0, 16])
+    with pytest.raises(ValueError, match="empty"):
+        benchmark_ops([])
+
+
+def _decode_count(model, context=5, **kw):
+    cache = new_cache(model)
+    with torch.inference_mode():
+        forward(model, torch.arange(context)[None], cache)
+    return count_operators(model, torch.tensor([[7]]), cache, **kw), cache
+
+
+def test_count_operators_linear_in_layers_and_deterministic(ladder):
+    counts = [_decode_count(m)[0] for m in ladder.values()]  # depths 1, 2, 4
+    per_layer = counts[1] - counts[0]
+    assert per_layer > 10
+    assert counts[2] - counts[1] == 2 * per_layer
+    m = ladder["w32-d2"]
+    assert _decode_count(m)[0] == _decode_count(m)[0]
+    no_views = [_decode_count(m, views=False)[0] for m in ladder.values()]
+    assert no_views[0] < counts[0] and no_views[2] - no_views[1] == 2 * (no_views[1] - no_views[0])
+
+
+def test_count_operators_leaves_cache_unchanged(ladder):
+    _, cache = _decode_count(ladder["w32-d1"], context=5)
+    assert cache.get_seq_length() == 5
+    c = operator_counts(ladder["w32-d1"], torch.tensor([[1, 2, 3]]))
+    assert c["linear"] > 0 and c["scaled_dot_product_attention"] == 1
+    with pytest.raises(ValueError, match="shape"):
+        count_operators(ladder["w32-d1"], torch.tensor([1, 2]))
+
+
+def test_decode_flops_match_hand_count(ladder):
+    model = ladder["w32-d2"]
+    cfg = model.config
+    # matmul weights inside the layers (every nn.Linear of the decoder) + lm_head (tied: d x V)
+    layer_linear = sum(mod.weight.numel() for name, mod in model.model.layers.named_modules()
+                       if isinstance(mod, torch.nn.Linear))
+    L, h, hd, d, V = cfg.num_hidden_layers, cfg.num_attention_heads, cfg.head_dim, cfg.hidden_size, cfg.vocab_size
+    for context, tokens in [(10, 1), (50, 1), (10, 4)]:
+        T = context + tokens
+        fb = decode_flops_bytes(cfg, context, tokens)
+        expected = tokens * (2 * layer_linear + 2 * d * V) + 4 * L * h * hd * tokens * T
+        assert fb["flops"] == expected
+        assert fb["attention_flops"] == 4 * L * h * hd * tokens * T
+    # ~2 x non-embedding params per token (norm weights are the only difference)
+    non_embedding = sum(p.numel() for n, p in model.named_parameters() if "embed_tokens" not in n)
+    assert decode_flops_bytes(cfg, 0, 1)["matmul_flops"] - 2 * d * V == pytest.approx(2 * non_embedding, rel=0.02)
+
+
+def test_decode_bytes_parts_and_scaling(ladder):
+    cfg = ladder["w32-d2"].config
+    d = cfg.hidden_size
+    params = sum(p.numel() for p in ladder["w32-d2"].parameters())  # tied: embedding counted once
+    a, b = decode_flops_bytes(cfg, 10, 1), decode_flops_bytes(cfg, 100, 1)
+    assert a["weight_bytes"] == 4 * (params + d)  # all weights once + the gathered embedding row
+    assert a["bytes"] == a["weight_bytes"] + a["kv_bytes"] + a["activation_bytes"]
+    assert b["flops"] > a["flops"] and b["kv_bytes"] > a["kv_bytes"] and b["weight_bytes"] == a["weight_bytes"]
+    kv_width = 2 * cfg.num_key_value_heads * cfg.head_dim * cfg.num_hidden_layers
+    assert decode_flops_bytes(cfg, 10, 1, cache_copy=False)["kv_bytes"] == 4 * kv_width * (11 + 1)
+    assert decode_flops_bytes(cfg, 10, 1, dtype_bytes=2)["bytes"] == a["bytes"] / 2
+    with pytest.raises(ValueError):
+        decode_flops_bytes(cfg, -1, 1)
+    with pytest.raises(ValueError):
+        decode_flops_bytes(cfg, 10, 0)
+
+
+def test_gqa_reduces_kv_bytes_and_flops():
+    mha = llama_config(64, 2, head_dim=16, vocab_size=64)
+    gqa = llama_config(64, 2, head_dim=16, vocab_size=64)
+    gqa.num_key_value_heads = 1
+    assert decode_flops_bytes(gqa, 32)["kv_bytes"] == decode_flops_bytes(mha, 32)["kv_bytes"] / 4
+    assert decode_flops_bytes(gqa, 32)["matmul_flops"] < decode_flops_bytes(mha, 32)["matmul_flops"]
+
+
+def test_latency_model_arithmetic():
+    lm = LatencyModel(t0_s=1e-5, peak_flops=1e11, bandwidth=1e10)
+    # 300 ops * 10 us = 3 ms; compute 1e8 / 1e11 = 1 ms; memory 2e7 / 1e10 = 2 ms -> 3 + 2 = 5 ms
+    e = lm.estimate(300, 1e8, 2e7)
+    assert e["overhead_s"] == pytest.approx(3e-3)
+    assert e["compute_s"] == pytest.approx(1e-3) and e["memory_s"] == pytest.approx(2e-3)
+    assert e["predicted_s"] == pytest.approx(5e-3)
+    assert lm.estimate(300, 1e9, 2e7)["predicted_s"] == pytest.approx(3e-3 + 1e-2)  # compute-bound
+    with pytest.raises(ValueError):
+        LatencyModel(t0_s=-1.0, peak_flops=1.0, bandwidth=1.0)
+
+
+def test_latency_model_predict_uses_counts(ladder):
+    m = ladder["w32-d2"]
+    lm = LatencyModel(t0_s=1e-5, peak_flops=1e11, bandwidth=1e10)
+    parts = lm.breakdown(m, context=8, tokens=1)
+    assert parts["n_ops"] == _decode_count(m, context=8)[0]
+    fb = decode_flops_bytes(m.config, 8, 1)
+    assert parts["predicted_s"] == pytest.approx(parts["n_ops"] * 1e-5 + max(fb["flops"] / 1e11, fb["bytes"] / 1e10))
+    assert lm.predict(m, 8, 4) > lm.predict(m, 8, 1)
+
+
+def test_roofline_measurements_positive():
+    assert measure_peak_flops("cpu", n=64, min_run_time=0.001) > 0
+    assert measure_peak_flops("cpu", n=64, rows=4, min_run_time=0.001) > 0
+    with pytest.raises(ValueError):
+        measure_peak_flops("cpu", n=64, rows=0)
+    assert measure_bandwidth("cpu", mb=1, min_run_time=0.001) > 0
+    with pytest.raises(ValueError):
+        measure_bandwidth("cpu", mb=0)
+
+
+def test_calibrate_and_predict_vs_measure(ladder):
+    lm = calibrate("cpu", models={k: ladder[k] for k in ("w32-d1", "w32-d2")}, context=8, matmul_n=64,
+                   copy_mb=1, min_run_time=0.005)
+    assert lm.t0_s >= 0 and lm.method.startswith("decode")
+    table = predict_vs_measure({"d1": ladder["w32-d1"]}, lm, context=8, tokens=(1, 3), min_run_time=0.005)
+    assert table["tokens"].tolist() == [1, 3]
+    assert {"name", "predicted_s", "measured_s", "error", "n_ops"} <= set(table.columns)
+    assert np.allclose(table["error"], table["predicted_s"] / table["measured_s"] - 1)
+    with pytest.raises(ValueError, match="method"):
+        calibrate("cpu", method="guess")
+    with pytest.raises(ValueError, match="tokens"):
+        predict_vs_measure({"d1": ladder["w32-d1"]}, lm, tokens=(0,))
+
+
+def test_llama_ladder_shapes():
+    models = llama_ladder(widths=(416,), depths=(1,), vocab_size=4096)
+    cfg = models["w416-d1"].config
+    assert (cfg.num_attention_heads, cfg.head_dim, cfg.intermediate_size, cfg.vocab_size) == (8, 52, 1024, 4096)
+    with pytest.raises(ValueError):
+        llama_config(0, 1)
