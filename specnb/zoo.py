@@ -1176,11 +1176,106 @@ def measure_speed(spec: ModelSpec, layout: Layout, settings: TrainSettings, step
     return rate
 
 
+# --------------------------------------------------------------------------------------------
+# Model card: data/zoo/README.md, generated from measurements
+# --------------------------------------------------------------------------------------------
+
+
+def exported_models(layout: Layout) -> list[str]:
+    """Names of the models exported to the zoo (directories with a training.json), target first."""
+    names = sorted(p.parent.name for p in layout.zoo.glob("*/training.json"))
+    return sorted(names, key=lambda n: (n != "target", n))
+
+
+def agreement(target, draft, tokens: np.ndarray, settings: TrainSettings, max_tokens: int = 8192, batch: int = 8) -> float:
+    """Top-1 agreement: the fraction of held-out positions where draft and target argmax agree
+    (the greedy acceptance rate of a one-token draft on teacher-forced text)."""
+    available = max(1, (len(tokens) - 1) // settings.seq_len)
+    windows = np.unique(np.linspace(0, available - 1, max(1, min(available, max_tokens // settings.seq_len))).round().astype(int))
+    same = count = 0
+    for start in range(0, len(windows), batch):
+        x = torch.from_numpy(np.stack([np.asarray(tokens[w * settings.seq_len:(w + 1) * settings.seq_len], dtype=np.int64)
+                                       for w in windows[start:start + batch]]))
+        with torch.inference_mode():
+            same += (target(input_ids=x).logits.argmax(-1) == draft(input_ids=x).logits.argmax(-1)).sum().item()
+        count += x.numel()
+    return same / count
+
+
+def card_rows(layout: Layout, settings: TrainSettings | None = None, split: str = "test", max_tokens: int = 8192,
+              context: int = 128, min_run_time: float = 0.3) -> list[dict]:
+    """One measured row per exported model: size, training, held-out loss/accuracy on ``split``,
+    top-1 agreement with the target, and 1-token decode latency after ``context`` tokens here."""
+    from transformers import AutoModelForCausalLM
+
+    from .timing import step_latency
+
+    settings = settings or TrainSettings()
+    tokens = load_split(layout, split)
+    names = exported_models(layout)
+    if not names:
+        raise ValueError(f"no exported models in {layout.zoo}; build them with `python -m specnb.zoo build`")
+    load = lambda n: AutoModelForCausalLM.from_pretrained(str(layout.zoo / n), dtype=torch.float32).eval()  # noqa: E731
+    target = load("target") if "target" in names else None
+    rows = []
+    for name in names:
+        info = json.loads((layout.zoo / name / "training.json").read_text())
+        model = load(name)
+        metrics = evaluate(model, tokens, replace(settings, autocast=False), max_tokens=max_tokens)
+        rows.append({
+            "model": name, "params": info["params"], "layers": info["layers"], "hidden": info["hidden"],
+            "heads": info["heads"], "objective": info["objective"], "training_tokens": info.get("training_tokens"),
+            "training_minutes": info.get("training_busy_minutes", info.get("training_minutes")),
+            f"{split}_loss": metrics["loss"], f"{split}_accuracy": metrics["accuracy"],
+            "top1_agreement_with_target": agreement(target, model, tokens, settings, max_tokens) if target is not None else float("nan"),
+            "decode_ms": 1e3 * step_latency(model, context=context, min_run_time=min_run_time)["median_s"],
+        })
+    return rows
+
+
+def write_model_card(layout: Layout, rows: list[dict], split: str = "test") -> Path:
+    """Write ``zoo/README.md`` (atomically) from ``card_rows``."""
+    manifest = json.loads(layout.manifest.read_text()) if layout.manifest.exists() else {}
+    header = ["model", "params (M)", "layers", "hidden", "heads", "objective", "training tokens (M)", "training busy-min (CPU s / 2 / 60)",
+              f"{split} loss", f"{split} accuracy", "top-1 agreement with target", "decode ms (1 token)"]
+    lines = [
+        "# The specnb model zoo",
+        "",
+        "Small Llama models trained offline on CPU on the Python standard library, so every notebook runs without a",
+        "network. Load them with `AutoModelForCausalLM.from_pretrained(\"data/zoo/NAME\")` and",
+        "`AutoTokenizer.from_pretrained(\"data/zoo/NAME\")`, or `specnb.models.load_model(\"zoo/NAME\")`.",
+        "Weights are bfloat16 safetensors (load as float32 on CPU). Drafts are distilled from `target`",
+        "(KL to its logits plus LM loss); `d2-data` is trained on data alone; `*-stepN` are snapshots along one",
+        "draft's training.",
+        "",
+        f"Corpus: Python {manifest.get('python_version', '?')} standard library, split by file "
+        f"(manifest: `corpus_manifest.json`, sha256 `{str(manifest.get('sha256', '?'))[:12]}…`).",
+        "",
+        f"Every number below was measured by `python -m specnb.zoo card` on held-out {split} files; decode latency",
+        "is one token after 128 cached tokens on this machine (`specnb.timing.step_latency`).",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for r in rows:
+        lines.append("| " + " | ".join([
+            r["model"], f"{r['params'] / 1e6:.2f}", str(r["layers"]), str(r["hidden"]), str(r["heads"]),
+            r["objective"], f"{(r['training_tokens'] or 0) / 1e6:.2f}", f"{r['training_minutes'] or float('nan'):.0f}",
+            f"{r[f'{split}_loss']:.3f}", f"{r[f'{split}_accuracy']:.3f}", f"{r['top1_agreement_with_target']:.3f}",
+            f"{r['decode_ms']:.2f}",
+        ]) + " |")
+    path = layout.zoo / "README.md"
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Command line: ``build``, ``corpus``, ``table`` and ``speed``."""
+    """Command line: ``build``, ``corpus``, ``table``, ``speed`` and ``card``."""
     parser = argparse.ArgumentParser(prog="python -m specnb.zoo", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("build", "corpus", "table", "speed"):
+    for name in ("build", "corpus", "table", "speed", "card"):
         p = sub.add_parser(name)
         p.add_argument("--corpus", help="train on this folder of text files instead of the stdlib")
         p.add_argument("--zoo", help="output root instead of data/zoo (caches go to ZOO/.corpus)")
@@ -1202,6 +1297,14 @@ def main(argv: list[str] | None = None) -> int:
         rows = budget_table(specs)
         print(format_table(rows))
         print(f"cap: {MAX_TOTAL_BYTES / 1e6:.0f} MB total, {MAX_FILE_BYTES / 1e6:.0f} MB per file; used {check_budget(rows) / 1e6:.1f} MB")
+    elif args.command == "card":
+        prepare_corpus(layout)
+        rows = card_rows(layout)
+        print(f"[zoo] model card: {write_model_card(layout, rows)}")
+        from .results import append_rows, result_path
+        from .timing import environment
+
+        append_rows(result_path("zoo_card"), [{**r, **environment("cpu")} for r in rows], key=["model"])
     elif args.command == "corpus":
         manifest = prepare_corpus(layout)
         print(json.dumps({k: manifest[k] for k in ("python_version", "splits", "total", "sha256")}, indent=2))

@@ -261,3 +261,21 @@ def test_second_build_on_same_zoo_is_refused(tmp_path):
     assert out.returncode != 0 and "another build is running" in out.stderr
     lock.close()
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def test_model_card_is_measured(prepared):
+    """The card lists every exported model with measured held-out metrics, agreement and latency."""
+    layout, _ = prepared
+    settings = tiny_settings()
+    for spec in (tiny_spec("target"), tiny_spec("dx", layers=1, hidden=16, heads=1, group="width", teacher="target",
+                                                  budget_tokens=2 * 64)):
+        if not zoo.is_finished(layout, spec.name):
+            zoo.train_group([spec], layout, settings)
+    rows = zoo.card_rows(layout, settings, split="validation", max_tokens=256, context=8, min_run_time=0.01)
+    by_name = {r["model"]: r for r in rows}
+    assert list(by_name)[0] == "target" and {"target", "dx"} <= set(by_name)
+    assert by_name["target"]["top1_agreement_with_target"] == 1.0
+    assert 0 <= by_name["dx"]["top1_agreement_with_target"] <= 1
+    assert all(r["decode_ms"] > 0 and 0 <= r["validation_accuracy"] <= 1 for r in rows)
+    text = zoo.write_model_card(layout, rows, split="validation").read_text()
+    assert "| target |" in text and "| dx |" in text and "validation accuracy" in text
