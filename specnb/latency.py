@@ -438,24 +438,40 @@ def _param_bytes(model) -> int:
 
 @dataclass
 class LatencyModel:
-    """Equation (1): latency = n_ops * t0_s + max(flops / peak_flops, bytes / bandwidth).
+    """Equation (1): latency = n_ops * t0_s + max(flops / peak, bytes / bandwidth).
 
+    - ``peak_by_tokens`` (optional): peak FLOP/s of a skinny (t, n) @ (n, n) matmul per row count t,
+      measured with ``measure_peak_flops(rows=t)``. A forward of t tokens uses the entry for the
+      largest t' <= t (else ``peak_flops``): on a CPU a 4-row matmul reaches a fraction of the
+      square-matmul peak, which is why verifying k+1 tokens costs more than one step.
+    - ``combine``: "max" assumes compute and memory traffic overlap (the roofline); "sum" assumes
+      they do not (closer to a CPU running GEMV-like kernels one after another).
     ``method`` records how t0 was obtained (see ``calibrate``)."""
 
     t0_s: float
     peak_flops: float
     bandwidth: float
     method: str = "given"
+    peak_by_tokens: dict | None = None
+    combine: str = "max"
 
     def __post_init__(self):
         if not (self.t0_s >= 0 and self.peak_flops > 0 and self.bandwidth > 0):
             raise ValueError(f"need t0_s >= 0, peak_flops > 0, bandwidth > 0; got {self}")
+        if self.combine not in ("max", "sum"):
+            raise ValueError(f"combine must be 'max' or 'sum'; got {self.combine!r}")
 
-    def estimate(self, n_ops: int, flops: float, bytes: float) -> dict:
+    def peak_for(self, tokens: int) -> float:
+        """The FLOP/s roof for a forward of ``tokens`` rows."""
+        table = {int(t): float(v) for t, v in (self.peak_by_tokens or {}).items() if int(t) <= tokens}
+        return table[max(table)] if table else self.peak_flops
+
+    def estimate(self, n_ops: int, flops: float, bytes: float, tokens: int = 1) -> dict:
         """The terms of (1) from counts: overhead_s, compute_s, memory_s, predicted_s."""
-        overhead, compute, memory = n_ops * self.t0_s, flops / self.peak_flops, bytes / self.bandwidth
+        overhead, compute, memory = n_ops * self.t0_s, flops / self.peak_for(tokens), bytes / self.bandwidth
+        work = compute + memory if self.combine == "sum" else max(compute, memory)
         return {"n_ops": n_ops, "flops": flops, "bytes": bytes, "overhead_s": overhead, "compute_s": compute,
-                "memory_s": memory, "predicted_s": overhead + max(compute, memory)}
+                "memory_s": memory, "predicted_s": overhead + work}
 
     def breakdown(self, model, context: int, tokens: int = 1) -> dict:
         """``estimate`` for ``model``: operators counted on a real forward after ``context`` cached
@@ -463,7 +479,7 @@ class LatencyModel:
         cache = _prefilled_cache(model, context)
         n_ops = count_operators(model, _random_ids(model, tokens, seed=1), cache)
         fb = decode_flops_bytes(model.config, context, tokens, dtype_bytes=_param_bytes(model))
-        return self.estimate(n_ops, fb["flops"], fb["bytes"])
+        return self.estimate(n_ops, fb["flops"], fb["bytes"], tokens)
 
     def predict(self, model, context: int, tokens: int = 1) -> float:
         """Predicted seconds of one forward of ``tokens`` tokens after ``context`` (equation 1)."""
@@ -471,9 +487,9 @@ class LatencyModel:
 
 
 def _fit_t0_decode(models: Mapping[str, torch.nn.Module], peak: float, bw: float, context: int,
-                   min_run_time: float) -> float:
+                   min_run_time: float, peak_by_tokens: dict | None = None, combine: str = "max") -> float:
     """t0 through the origin: least squares of measured - roofline = n_ops * t0 over ``models``."""
-    probe = LatencyModel(0.0, peak, bw)
+    probe = LatencyModel(0.0, peak, bw, peak_by_tokens=peak_by_tokens, combine=combine)
     n, excess = [], []
     for model in models.values():
         parts = probe.breakdown(model, context, 1)
@@ -486,7 +502,8 @@ def _fit_t0_decode(models: Mapping[str, torch.nn.Module], peak: float, bw: float
 
 def calibrate(device: str | torch.device = "cpu", *, method: str = "decode", models=None, context: int = 64,
               sizes: Sequence[int] = (16, 32, 64, 128, 256), matmul_n: int = 2048, matmul_rows: int | None = None,
-              copy_mb: float = 256, min_run_time: float = 0.2) -> LatencyModel:
+              copy_mb: float = 256, min_run_time: float = 0.2, skinny_rows: Sequence[int] = (),
+              combine: str = "max") -> LatencyModel:
     """A ``LatencyModel`` for ``device``: peak FLOP/s (``measure_peak_flops`` of a (matmul_rows,
     matmul_n) @ (matmul_n, matmul_n) matmul; square by default), bandwidth
     (``measure_bandwidth``) and t0 by ``method``:
@@ -499,20 +516,25 @@ def calibrate(device: str | torch.device = "cpu", *, method: str = "decode", mod
       small models, predict larger ones (the width and depth sweep is the out-of-sample test).
     - "ops": the median fitted t0 (``fit_fixed_cost``) of the operator microbenchmarks at
       ``sizes``: a lower bound, the cost of the kernels alone.
+
+    ``skinny_rows`` (e.g. (1, 2, 4, 8)) measures the matmul roof per row count for
+    ``peak_by_tokens``; ``combine`` is passed to the model (see ``LatencyModel``).
     """
     if method not in ("decode", "ops"):
         raise ValueError(f"method must be 'decode' or 'ops'; got {method!r}")
     peak = measure_peak_flops(device, matmul_n, rows=matmul_rows, min_run_time=min_run_time)
     bw = measure_bandwidth(device, copy_mb, min_run_time=min_run_time)
+    by_rows = {int(r): measure_peak_flops(device, matmul_n, rows=int(r), min_run_time=min_run_time) for r in skinny_rows} or None
     if method == "ops":
         fit = fit_fixed_cost(benchmark_ops(sizes, device=device, min_run_time=min_run_time))
-        return LatencyModel(float(fit["t0_s"].median()), peak, bw, method="ops: median fitted t0")
+        return LatencyModel(float(fit["t0_s"].median()), peak, bw, method="ops: median fitted t0",
+                            peak_by_tokens=by_rows, combine=combine)
     if models is None:
         models = llama_ladder(widths=(64,), depths=(1, 2, 4), device=device)
     if not models:
         raise ValueError("models is empty")
-    t0 = _fit_t0_decode(models, peak, bw, context, min_run_time)
-    return LatencyModel(t0, peak, bw, method=f"decode: fitted on {', '.join(models)}")
+    t0 = _fit_t0_decode(models, peak, bw, context, min_run_time, by_rows, combine)
+    return LatencyModel(t0, peak, bw, method=f"decode: fitted on {', '.join(models)}", peak_by_tokens=by_rows, combine=combine)
 
 
 def predict_vs_measure(models: Mapping[str, torch.nn.Module], latency_model: LatencyModel, context: int = 64,

@@ -213,3 +213,17 @@ def test_llama_ladder_shapes():
     assert (cfg.num_attention_heads, cfg.head_dim, cfg.intermediate_size, cfg.vocab_size) == (8, 52, 1024, 4096)
     with pytest.raises(ValueError):
         llama_config(0, 1)
+
+
+def test_latency_model_skinny_roof_and_combine():
+    from specnb.latency import LatencyModel
+
+    lm = LatencyModel(1e-5, peak_flops=100.0, bandwidth=10.0, peak_by_tokens={1: 50.0, 4: 20.0})
+    assert lm.peak_for(1) == 50.0 and lm.peak_for(3) == 50.0 and lm.peak_for(8) == 20.0
+    assert LatencyModel(0.0, 100.0, 10.0).peak_for(4) == 100.0
+    e = lm.estimate(10, flops=200.0, bytes=50.0, tokens=4)  # compute 10 s, memory 5 s
+    assert e["predicted_s"] == pytest.approx(1e-4 + 10.0)
+    s = LatencyModel(1e-5, 100.0, 10.0, peak_by_tokens={4: 20.0}, combine="sum").estimate(10, 200.0, 50.0, tokens=4)
+    assert s["predicted_s"] == pytest.approx(1e-4 + 15.0)
+    with pytest.raises(ValueError, match="combine"):
+        LatencyModel(0.0, 1.0, 1.0, combine="mean")
