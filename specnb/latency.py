@@ -596,3 +596,83 @@ def llama_ladder(widths: Iterable[int] = (416,), depths: Iterable[int] = (1, 12)
                 model = LlamaForCausalLM(config)
             out[f"w{w}-d{L}"] = model.to(device=device, dtype=dtype).eval()
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Seed 000's component table: where one decode step spends its time
+# --------------------------------------------------------------------------------------------
+
+#: module-name patterns of a Hugging Face Llama-style model, by seed 000's component
+COMPONENTS = {
+    "attention": ("self_attn",),
+    "mlp": ("mlp",),
+    "norms": ("input_layernorm", "post_attention_layernorm", "model.norm"),
+    "embedding": ("embed_tokens",),
+    "head": ("lm_head",),
+}
+
+
+def _component_of(name: str) -> str | None:
+    for component, patterns in COMPONENTS.items():
+        for p in patterns:
+            if name == p or name.endswith("." + p) or (p == "model.norm" and name == "model.norm"):
+                return component
+    return None
+
+
+def component_times(model, context: int = 128, tokens: int = 1, repeats: int = 20, seed: int = 0) -> dict:
+    """Seconds per decode step spent in each of seed 000's components (attention, MLP, norms,
+    embedding, head), measured with forward pre/post hooks on the matching modules around a real
+    forward after ``context`` cached tokens; median over ``repeats`` steps (after one warm-up).
+    ``total`` is the whole forward; ``other`` what no component covers (masks, RoPE, cache, Python)."""
+    import time
+
+    from .decoding import crop, forward
+    from .timing import synchronize
+
+    if repeats < 5:
+        raise ValueError(f"repeats must be >= 5; got {repeats}")
+    modules = {n: m for n, m in model.named_modules() if _component_of(n)}
+    if not modules:
+        raise ValueError(f"{type(model).__name__} has none of the modules {sorted(COMPONENTS)} looks for (Llama-style names)")
+    device = next(model.parameters()).device
+    spent = {c: 0.0 for c in COMPONENTS}
+    starts: dict[str, float] = {}
+
+    def pre(name):
+        def hook(module, args):
+            synchronize(device)
+            starts[name] = time.perf_counter()
+        return hook
+
+    def post(name):
+        def hook(module, args, output):
+            synchronize(device)
+            spent[_component_of(name)] += time.perf_counter() - starts.pop(name)
+        return hook
+
+    cache = _prefilled_cache(model, context, seed)
+    step = _random_ids(model, tokens, seed + 1)
+    rows = []
+    handles = [h for n, m in modules.items() for h in (m.register_forward_pre_hook(pre(n)), m.register_forward_hook(post(n)))]
+    try:
+        with torch.inference_mode():
+            for r in range(repeats + 1):
+                for c in spent:
+                    spent[c] = 0.0
+                synchronize(device)
+                t0 = time.perf_counter()
+                forward(model, step, cache)
+                synchronize(device)
+                total = time.perf_counter() - t0
+                crop(cache, context)
+                if r:  # the first step is a warm-up
+                    rows.append({**spent, "total": total})
+    finally:
+        for h in handles:
+            h.remove()
+    frame = pd.DataFrame(rows).median()
+    out = {c: float(frame[c]) for c in COMPONENTS}
+    out["total"] = float(frame["total"])
+    out["other"] = out["total"] - sum(out[c] for c in COMPONENTS)
+    return out

@@ -227,3 +227,19 @@ def test_latency_model_skinny_roof_and_combine():
     assert s["predicted_s"] == pytest.approx(1e-4 + 15.0)
     with pytest.raises(ValueError, match="combine"):
         LatencyModel(0.0, 1.0, 1.0, combine="mean")
+
+
+def test_component_times_cover_the_forward():
+    from specnb.latency import component_times, llama_ladder
+
+    model = llama_ladder(widths=(32,), depths=(2,), head_dim=16)["w32-d2"]
+    calls = []
+    h = model.model.layers[0].mlp.register_forward_hook(lambda *a: calls.append(1))
+    parts = component_times(model, context=8, repeats=5)
+    h.remove()
+    assert len(calls) == 7  # prefill + one warm-up + 5 timed steps, each running the MLP once
+    assert set(parts) == {"attention", "mlp", "norms", "embedding", "head", "total", "other"}
+    assert all(parts[c] > 0 for c in ("attention", "mlp", "norms", "embedding", "head"))
+    assert parts["total"] >= parts["attention"] + parts["mlp"]
+    with pytest.raises(ValueError, match="repeats"):
+        component_times(model, repeats=2)
