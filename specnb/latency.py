@@ -564,7 +564,7 @@ def predict_vs_measure(models: Mapping[str, torch.nn.Module], latency_model: Lat
 
 def llama_config(width: int, depth: int, *, head_dim: int = 52, ffn_ratio: float = 1024 / 416,
                  vocab_size: int = ZOO_VOCAB, max_positions: int = 1024):
-    """A zoo-like ``LlamaConfig``: heads = max(1, round(width / head_dim)) of width ``head_dim``
+    """A zoo-like ``LlamaConfig``: heads ~ width / head_dim (lowered until it divides width) of width ``head_dim``
     (MHA), FFN = ``ffn_ratio`` x width rounded to a multiple of 16 (the zoo target: 416 -> 1024),
     tied embeddings, vocabulary 4096."""
     from transformers import LlamaConfig
@@ -572,6 +572,8 @@ def llama_config(width: int, depth: int, *, head_dim: int = 52, ffn_ratio: float
     if width < 1 or depth < 1 or head_dim < 1:
         raise ValueError(f"width, depth and head_dim must be >= 1; got {width}, {depth}, {head_dim}")
     heads = max(1, round(width / head_dim))
+    while width % heads:  # transformers requires hidden_size divisible by the number of heads
+        heads -= 1
     ffn = max(16, int(round(width * ffn_ratio / 16)) * 16)
     return LlamaConfig(
         vocab_size=vocab_size, hidden_size=width, intermediate_size=ffn, num_hidden_layers=depth,
@@ -676,3 +678,53 @@ def component_times(model, context: int = 128, tokens: int = 1, repeats: int = 2
     out["total"] = float(frame["total"])
     out["other"] = out["total"] - sum(out[c] for c in COMPONENTS)
     return out
+
+
+def zoo_shaped_models(names: Iterable[str] | None = None, seed: int = 0) -> dict:
+    """Random-init models with the exact configurations of the zoo (``specnb.zoo.zoo_specs``).
+    Latency does not depend on the weights' values, so timing studies need not wait for training."""
+    from transformers import LlamaForCausalLM
+
+    from .zoo import VOCAB_SIZE, llama_config as zoo_config, zoo_specs
+
+    specs = {s.name: s for s in zoo_specs()}
+    names = list(names) if names is not None else list(specs)
+    unknown = [n for n in names if n not in specs]
+    if unknown:
+        raise ValueError(f"unknown zoo models {unknown}; choose from {', '.join(specs)}")
+    out = {}
+    for n in names:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            out[n] = LlamaForCausalLM(zoo_config(specs[n], VOCAB_SIZE)).eval()
+    return out
+
+
+def decode_sweep(models: Mapping[str, torch.nn.Module], context: int = 128, min_run_time: float = 0.3) -> pd.DataFrame:
+    """One row per model: width, depth, parameters, dispatched operators of one decode step and its
+    measured latency (``specnb.timing.step_latency``) after ``context`` cached tokens."""
+    rows = []
+    for name, model in models.items():
+        cfg = model.config
+        cache = _prefilled_cache(model, context)
+        rows.append({
+            "model": name, "width": cfg.hidden_size, "depth": cfg.num_hidden_layers,
+            "params": sum(p.numel() for p in model.parameters()),
+            "n_ops": count_operators(model, _random_ids(model, 1, seed=1), cache),
+            "decode_s": step_latency(model, context=context, min_run_time=min_run_time)["median_s"],
+        })
+    return pd.DataFrame(rows)
+
+
+def component_table(models: Mapping[str, torch.nn.Module], context: int = 128, rounds: int = 6, repeats: int = 5) -> pd.DataFrame:
+    """``component_times`` of several models, interleaved: ``rounds`` rounds visiting every model in
+    rotated order (A B C, B C A, ...), so drift in the machine's speed hits all alike; the table
+    holds, per model (rows, in the given order), the median over rounds of each component (seconds)."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1; got {rounds}")
+    names = list(models)
+    rows = []
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            rows.append({"model": name, **component_times(models[name], context=context, repeats=repeats, seed=r)})
+    return pd.DataFrame(rows).groupby("model", sort=False).median().loc[names]

@@ -13,7 +13,7 @@ import seaborn as sns
 
 from .paths import figures_dir
 
-__all__ = ["set_style", "save_fig", "render_trace", "TRACE_COLOURS", "plot_token_frequencies", "plot_methods"]
+__all__ = ["set_style", "save_fig", "render_trace", "TRACE_COLOURS", "plot_token_frequencies", "plot_methods", "plot_op_latency", "plot_decode_sweep"]
 
 
 def set_style() -> None:
@@ -95,5 +95,47 @@ def plot_methods(table, metrics=("tokens_per_second_median", "ttft_seconds_media
         sns.barplot(data=table, x="method", y=metric, hue="method", legend=False, ax=ax)
         ax.set(xlabel="", ylabel=label, title=label)
         ax.tick_params(axis="x", rotation=20)
+    fig.tight_layout()
+    return fig
+
+
+def plot_op_latency(ops, fits):
+    """Log-log latency vs size per operator (points: ``latency.benchmark_ops``), with each fitted
+    t0 + work/throughput curve (``latency.fit_fixed_cost``) and its fixed cost t0 dashed."""
+    import numpy as np
+
+    names = list(dict.fromkeys(ops["op"]))
+    cols = min(4, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.8 * rows), squeeze=False, sharex=True)
+    fit = fits.set_index("op")
+    for ax, name in zip(axes.flat, names):
+        sub = ops[ops["op"] == name].sort_values("size")
+        ax.loglog(sub["size"], sub["median_s"] * 1e6, "o", ms=4, label="measured")
+        f = fit.loc[name]
+        curve = f["t0_s"] + sub["work"] / f["throughput"] if f["throughput"] > 0 else np.full(len(sub), f["t0_s"])
+        ax.loglog(sub["size"], curve * 1e6, "-", lw=1.2, label="t0 + work/throughput")
+        ax.axhline(f["t0_s"] * 1e6, ls="--", lw=0.8, color="grey", label="t0")
+        ax.set(title=name, xlabel="size n", ylabel="µs per call")
+    for ax in list(axes.flat)[len(names):]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_decode_sweep(width_sweep, depth_sweep, t0_s: float):
+    """1-token decode latency vs width (fixed depth) and vs depth (fixed width), with the
+    operator floor n_ops x t0 (``latency.decode_sweep`` rows)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, sweep, x, label in ((axes[0], width_sweep, "width", "d_model (log)"), (axes[1], depth_sweep, "depth", "layers")):
+        ax.plot(sweep[x], sweep["decode_s"] * 1e3, "o-", label="measured")
+        ax.plot(sweep[x], sweep["n_ops"] * t0_s * 1e3, "s--", label="operators x t0")
+        ax.set(xlabel=label, ylabel="ms per decode step", ylim=(0, None))
+        if x == "width":
+            ax.set_xscale("log")
+    axes[0].set_title(f"width sweep at depth {int(width_sweep['depth'].iloc[0])}")
+    axes[1].set_title(f"depth sweep at width {int(depth_sweep['width'].iloc[0])}")
+    axes[0].legend()
     fig.tight_layout()
     return fig

@@ -243,3 +243,31 @@ def test_component_times_cover_the_forward():
     assert parts["total"] >= parts["attention"] + parts["mlp"]
     with pytest.raises(ValueError, match="repeats"):
         component_times(model, repeats=2)
+
+
+def test_zoo_shaped_models_and_decode_sweep():
+    from specnb.latency import decode_sweep, zoo_shaped_models
+    from specnb.zoo import count_params, zoo_specs
+
+    models = zoo_shaped_models(["p0.01", "d1"])
+    specs = {s.name: s for s in zoo_specs()}
+    assert sum(p.numel() for p in models["d1"].parameters()) == count_params(specs["d1"])
+    sweep = decode_sweep(models, context=8, min_run_time=0.01)
+    assert list(sweep["model"]) == ["p0.01", "d1"] and list(sweep["depth"]) == [12, 1]
+    assert sweep.loc[0, "n_ops"] > sweep.loc[1, "n_ops"] and (sweep["decode_s"] > 0).all()
+    with pytest.raises(ValueError, match="unknown zoo"):
+        zoo_shaped_models(["nope"])
+
+
+def test_component_table_interleaves_models():
+    from specnb.latency import component_table, llama_ladder
+
+    models = llama_ladder(widths=(32,), depths=(1, 2), head_dim=16)
+    order = []
+    handles = [m.register_forward_pre_hook(lambda mod, args, n=n: order.append(n)) for n, m in models.items()]
+    table = component_table(models, context=8, rounds=2, repeats=5)
+    for h in handles:
+        h.remove()
+    assert list(table.index) == ["w32-d1", "w32-d2"] and "total" in table.columns
+    # round 0 visits d1 then d2, round 1 d2 then d1 (7 forwards per visit: prefill, warm-up, 5 steps)
+    assert order == ["w32-d1"] * 7 + ["w32-d2"] * 14 + ["w32-d1"] * 7

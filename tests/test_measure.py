@@ -90,3 +90,18 @@ def test_plots_and_describe(pair, tmp_path):
     fig2 = plot_methods(pd.DataFrame({"method": ["a", "b"], "tokens_per_second_median": [1, 2], "ttft_seconds_median": [0.1, 0.2]}))
     assert len(fig2.axes) == 2
     plt.close("all")
+
+
+def test_latency_plots():
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from specnb.plotting import plot_decode_sweep, plot_op_latency
+
+    ops = pd.DataFrame({"op": ["a"] * 3 + ["b"] * 3, "size": [16, 64, 256] * 2, "work": [16, 64, 256] * 2,
+                        "median_s": [1e-6, 2e-6, 5e-6, 3e-6, 3e-6, 3e-6]})
+    fits = pd.DataFrame({"op": ["a", "b"], "t0_s": [1e-6, 3e-6], "throughput": [6e7, 0.0]})
+    assert len([a for a in plot_op_latency(ops, fits).axes if a.get_visible()]) == 2
+    sweep = pd.DataFrame({"width": [16, 64], "depth": [12, 12], "n_ops": [600, 600], "decode_s": [0.004, 0.005]})
+    assert len(plot_decode_sweep(sweep, sweep.assign(depth=[1, 2], width=416), 6e-6).axes) == 2
+    plt.close("all")
