@@ -564,6 +564,52 @@ def speed_methods(target: PatchTransformer, context: torch.Tensor, horizon: int,
     return methods
 
 
+def horizon_table(target: PatchTransformer, draft: PatchTransformer, series: np.ndarray, batch: torch.Tensor,
+                  horizons=HORIZONS, *, stride: int = 24, repeats: int = 5, context: int = CONTEXT, **spec) -> pd.DataFrame:
+    """Per horizon, target-only and speculative rows: quality on every ``stride``-th window of
+    ``series`` (``evaluate``) and speed on ``batch`` (interleaved ``time_interleaved``, paired speedup)."""
+    rows = []
+    for h in horizons:
+        quality = {"target-only": evaluate(target, series, h, stride=stride, context=context),
+                   "speculative": evaluate(target, series, h, draft=draft, stride=stride, context=context, **spec)}
+        runs = time_interleaved(speed_methods(target, batch, h, {"speculative": (draft, spec)}), repeats=repeats)
+        speed = summarize_times(runs, "target-only").set_index("method").drop(columns=["acceptance"])
+        rows += [{**quality[m], "method": m, **speed.loc[m].to_dict()} for m in ("target-only", "speculative")]
+    return pd.DataFrame(rows)
+
+
+def tradeoff_table(target: PatchTransformer, draft: PatchTransformer, series: np.ndarray, batch: torch.Tensor,
+                   tols, *, horizon: int = 720, k: int = 3, stride: int = 24, repeats: int = 5,
+                   context: int = CONTEXT) -> pd.DataFrame:
+    """The tolerance dial: per tolerance, acceptance and MSE/MAE (``evaluate``) and the paired
+    speedup over target-only, all tolerances timed in one interleaved run."""
+    variants = {f"tol={t:g}": (draft, dict(k=k, rule="tolerance", tol=t)) for t in tols}
+    quality = [{"method": n, "tol": kw["tol"], **evaluate(target, series, horizon, draft=d, stride=stride, context=context, **kw)}
+               for n, (d, kw) in variants.items()]
+    runs = time_interleaved(speed_methods(target, batch, horizon, variants), repeats=repeats)
+    speed = summarize_times(runs, "target-only").drop(columns=["acceptance", "target_calls", "draft_calls"])
+    return pd.DataFrame(quality).merge(speed, on="method")
+
+
+def progression_table(target: PatchTransformer, stages: Mapping[str, PatchTransformer], series: np.ndarray,
+                      seed_rows: Mapping[str, tuple], *, stride: int = 24, alone_horizon: int = 96,
+                      spec_horizon: int = 720, context: int = CONTEXT, **spec) -> pd.DataFrame:
+    """Seed 001's progression: per stage, the draft alone as a forecaster at H = ``alone_horizon``
+    (MSE, MAE) and its acceptance (and speculative MSE) at H = ``spec_horizon`` with ``spec``; ``seed_rows`` maps a stage (and
+    "target") to seed 001's (MSE, MAE[, acceptance]), shown beside ours. The target closes the table."""
+    rows = []
+    for stage, model in stages.items():
+        alone = evaluate(model, series, alone_horizon, stride=stride, context=context)
+        spec720 = evaluate(target, series, spec_horizon, draft=model, stride=stride, context=context, **spec)
+        seed = tuple(seed_rows.get(stage, ())) + (float("nan"),) * 3
+        rows.append({"stage": stage, "mse": alone["mse"], "mae": alone["mae"], "acceptance": spec720["acceptance"],
+                     "spec_mse_720": spec720["mse"], "seed_mse": seed[0], "seed_mae": seed[1], "seed_acceptance": seed[2]})
+    alone = evaluate(target, series, alone_horizon, stride=stride, context=context)
+    seed = tuple(seed_rows.get("target", ())) + (float("nan"),) * 3
+    rows.append({"stage": "target", "mse": alone["mse"], "mae": alone["mae"], "seed_mse": seed[0], "seed_mae": seed[1]})
+    return pd.DataFrame(rows)
+
+
 def scaling_table(models: Mapping[str, PatchTransformer], context: torch.Tensor, baseline: str = "target",
                   min_run_time: float = 0.2, progress: bool = True) -> pd.DataFrame:
     """Seed 000's table: sizes, per-batch forward ms, speedup vs ``baseline`` and the component

@@ -232,3 +232,18 @@ def test_train_resume_save_load(tmp_path, monkeypatch):
     assert meta["params"] == ts.count_params(model) and model.cfg.d_model == 8
     with pytest.raises(FileNotFoundError, match="python -m specnb.timeseries train"):
         ts.load_model("missing", tmp_path / "w")
+
+
+def test_study_tables_compose_evaluate_and_timing():
+    target, draft = tiny(0), tiny(1)
+    data = series(batch=3, points=200).T.numpy().copy()
+    batch = series(batch=4, points=32)
+    hz = ts.horizon_table(target, draft, data, batch, horizons=(16, 32), stride=10, repeats=5, context=32, k=1, tol=0.0)
+    assert list(hz["method"]) == ["target-only", "speculative"] * 2 and list(hz["horizon"]) == [16, 16, 32, 32]
+    exact = hz.set_index(["horizon", "method"])["mse"]
+    assert exact[16, "target-only"] == exact[16, "speculative"]  # tol 0 is target-only
+    tr = ts.tradeoff_table(target, draft, data, batch, [0.0, math.inf], horizon=32, k=1, stride=10, repeats=5, context=32)
+    assert list(tr["method"]) == ["tol=0", "tol=inf"] and tr.set_index("method").loc["tol=inf", "acceptance"] == 1.0
+    pr = ts.progression_table(target, {"a": draft}, data, {"a": (0.5, 0.6, 0.1), "target": (0.7, 0.8)}, stride=10,
+                              alone_horizon=16, spec_horizon=32, context=32, k=1, tol=0.1)
+    assert list(pr["stage"]) == ["a", "target"] and pr.loc[0, "seed_acceptance"] == 0.1 and pr.loc[1, "seed_mse"] == 0.7
