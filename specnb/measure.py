@@ -7,13 +7,18 @@
 - ``pair_costs``: c (draft/target decode-step latency) and the verify cost of k+1 tokens, relative
   to one target step (the two numbers Leviathan's Thm 3.8 needs besides alpha).
 - ``predict_speedup``: Thm 3.8 from measured alpha, c and verify cost.
+- ``draft_quality``: teacher-forced held-out loss, perplexity and accuracy of each draft, with two
+  acceptance predictors against the target: top-1 agreement and E[sum_x min(p(x), q(x))].
+- ``correlate``: Pearson and Spearman coefficients with bootstrap confidence intervals.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
@@ -22,7 +27,8 @@ from .decoding import autoregressive_generate, speculative_generate
 from .theory import walltime_speedup
 from .timing import step_latency
 
-__all__ = ["heldout_prompts", "greedy_identity", "sampling_histograms", "total_variation", "pair_costs", "predict_speedup"]
+__all__ = ["heldout_prompts", "greedy_identity", "sampling_histograms", "total_variation", "pair_costs", "predict_speedup",
+           "heldout_windows", "draft_quality", "correlate"]
 
 
 def heldout_prompts(tokenizer, n: int, length: int = 64, seed: int = 0, split: str = "test") -> list[torch.Tensor]:
@@ -124,3 +130,80 @@ def predict_speedup(alpha: float, costs: pd.DataFrame) -> pd.DataFrame:
     out["speedup_with_verify_cost"] = [walltime_speedup(alpha, int(k), c, v)
                                        for k, c, v in zip(out["k"], out["c"], out["verify_cost"])]
     return out
+
+
+def heldout_windows(tokens: np.ndarray, *, seq_len: int = 256, max_tokens: int = 8192) -> torch.Tensor:
+    """Non-overlapping ``seq_len + 1`` windows spread evenly over a token array: (n, seq_len + 1)."""
+    if seq_len < 1 or max_tokens < seq_len:
+        raise ValueError(f"need 1 <= seq_len <= max_tokens; got seq_len={seq_len}, max_tokens={max_tokens}")
+    available = (len(tokens) - 1) // seq_len
+    if available < 1:
+        raise ValueError(f"{len(tokens)} tokens hold no window of {seq_len + 1}; use a shorter seq_len")
+    picks = np.unique(np.linspace(0, available - 1, min(available, max_tokens // seq_len)).round().astype(int))
+    return torch.from_numpy(np.stack([np.asarray(tokens[i * seq_len:i * seq_len + seq_len + 1], dtype=np.int64) for i in picks]))
+
+
+@torch.inference_mode()
+def _logits(model, x: torch.Tensor, batch: int) -> torch.Tensor:
+    return torch.cat([model(input_ids=x[i:i + batch].to(model.device)).logits.float().cpu() for i in range(0, len(x), batch)])
+
+
+@torch.inference_mode()
+def draft_quality(target, drafts: dict, tokens: np.ndarray, *, seq_len: int = 256, max_tokens: int = 8192,
+                  temperature: float = 1.0, batch: int = 4, progress: bool = True) -> pd.DataFrame:
+    """Teacher-forced quality of each draft on held-out ``tokens``, one row per draft (and the target).
+
+    Columns: loss (nats/token), perplexity, accuracy (next-token top-1), and two predictors of
+    acceptance measured against the target at the same positions:
+
+    - ``top1_agreement``: argmax q == argmax p, the greedy acceptance of a one-token draft;
+    - ``expected_alpha``: mean over positions of beta = sum_x min(p(x), q(x)) at ``temperature``,
+      Leviathan et al. (2023) Definition 3.2 / Corollary 3.6: the acceptance rate of speculative
+      sampling is alpha = E[beta].
+    """
+    if not drafts:
+        raise ValueError("draft_quality needs at least one draft: pass {name: model}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0 for expected_alpha; got {temperature}")
+    windows = heldout_windows(tokens, seq_len=seq_len, max_tokens=max_tokens)
+    x, y = windows[:, :-1], windows[:, 1:]
+    p_logits = _logits(target, x, batch)  # (n, T, V)
+    p = torch.softmax(p_logits / temperature, -1)
+    rows = []
+    for name, model in tqdm({"target": target, **drafts}.items(), desc="quality", disable=not progress, leave=False):
+        q_logits = p_logits if model is target else _logits(model, x, batch)
+        loss = torch.nn.functional.cross_entropy(q_logits.flatten(0, 1), y.flatten()).item()
+        q = torch.softmax(q_logits / temperature, -1)
+        rows.append({"model": name, "tokens": y.numel(), "loss": loss, "perplexity": float(np.exp(loss)),
+                     "accuracy": (q_logits.argmax(-1) == y).float().mean().item(),
+                     "top1_agreement": (q_logits.argmax(-1) == p_logits.argmax(-1)).float().mean().item(),
+                     "expected_alpha": torch.minimum(p, q).sum(-1).mean().item()})
+    return pd.DataFrame(rows)
+
+
+def correlate(frame: pd.DataFrame, predictors: Sequence[str], outcome: str, *, n_resamples: int = 2000,
+              confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """Pearson and Spearman correlation of each predictor with ``outcome``, with percentile bootstrap
+    confidence intervals over rows (``scipy.stats.bootstrap``, paired resampling). One row per
+    (predictor, method)."""
+    from scipy import stats
+
+    missing = [c for c in [*predictors, outcome] if c not in frame.columns]
+    if missing:
+        raise ValueError(f"columns {missing} not in the frame; it has {list(frame.columns)}")
+    data = frame[[*predictors, outcome]].dropna()
+    if len(data) < 4:
+        raise ValueError(f"need >= 4 complete rows to correlate; got {len(data)}")
+    methods = {"pearson": lambda a, b: stats.pearsonr(a, b)[0], "spearman": lambda a, b: stats.spearmanr(a, b)[0]}
+    rows = []
+    for pred in predictors:
+        a, b = data[pred].to_numpy(float), data[outcome].to_numpy(float)
+        for method, fn in methods.items():
+            with warnings.catch_warnings():  # a resample may repeat one row: r is then undefined (nan), not an error
+                warnings.simplefilter("ignore", stats.ConstantInputWarning)
+                warnings.simplefilter("ignore", RuntimeWarning)
+                boot = stats.bootstrap((a, b), fn, paired=True, vectorized=False, n_resamples=n_resamples,
+                                   confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed))
+            rows.append({"predictor": pred, "outcome": outcome, "method": method, "r": fn(a, b), "n": len(a),
+                         "ci_low": boot.confidence_interval.low, "ci_high": boot.confidence_interval.high})
+    return pd.DataFrame(rows)

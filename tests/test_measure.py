@@ -105,3 +105,52 @@ def test_latency_plots():
     sweep = pd.DataFrame({"width": [16, 64], "depth": [12, 12], "n_ops": [600, 600], "decode_s": [0.004, 0.005]})
     assert len(plot_decode_sweep(sweep, sweep.assign(depth=[1, 2], width=416), 6e-6).axes) == 2
     plt.close("all")
+
+
+def test_draft_quality_copy_random_and_expected_alpha(pair):
+    import numpy as np
+
+    from specnb.measure import draft_quality
+
+    t, d = pair
+    tokens = np.random.default_rng(0).integers(0, 16, 600)
+    q = draft_quality(t, {"copy": tiny_model("llama", vocab_size=16, layers=2, init_std=0.5, seed=4), "perturbed": d,
+                          "random": tiny_model("llama", vocab_size=16, layers=2, init_std=0.5, seed=9)},
+                      tokens, seq_len=32, max_tokens=256, progress=False).set_index("model")
+    assert list(q.index) == ["target", "copy", "perturbed", "random"]
+    assert q.loc["copy", "top1_agreement"] == 1.0 and q.loc["copy", "expected_alpha"] == pytest.approx(1.0)
+    assert q.loc["copy", "loss"] == pytest.approx(q.loc["target", "loss"])
+    assert q.loc["perturbed", "expected_alpha"] > q.loc["random", "expected_alpha"]
+    assert (q["expected_alpha"] <= 1 + 1e-6).all() and np.allclose(q["perplexity"], np.exp(q["loss"]))
+    # expected_alpha is E[sum min(p, q)], checked against theory.alpha_from_distributions at one position
+    from specnb.measure import heldout_windows
+    from specnb.theory import alpha_from_distributions
+
+    x = heldout_windows(tokens, seq_len=32, max_tokens=32)[:, :-1]
+    with torch.no_grad():
+        p1, q1 = (torch.softmax(m(input_ids=x).logits[0, -1], -1) for m in (t, d))
+    assert 0 < alpha_from_distributions(p1, q1) <= 1
+    with pytest.raises(ValueError, match="at least one draft"):
+        draft_quality(t, {}, tokens)
+    with pytest.raises(ValueError, match="shorter seq_len"):
+        heldout_windows(tokens[:10], seq_len=32, max_tokens=64)
+
+
+def test_correlate_recovers_known_relations():
+    import numpy as np
+    import pandas as pd
+
+    from specnb.measure import correlate
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=20)
+    frame = pd.DataFrame({"linked": x, "noise": rng.normal(size=20), "y": 3 * x + 0.1 * rng.normal(size=20)})
+    out = correlate(frame, ["linked", "noise"], "y", n_resamples=300).set_index(["predictor", "method"])
+    assert out.loc[("linked", "pearson"), "r"] > 0.99 and out.loc[("linked", "pearson"), "ci_low"] > 0.95
+    noise = out.loc[("noise", "spearman")]
+    assert abs(noise["r"]) < 0.6 and noise["ci_high"] - noise["ci_low"] > 0.3  # unrelated: weak r, wide interval
+    assert (out["ci_low"] <= out["r"] + 1e-9).all() and (out["r"] <= out["ci_high"] + 1e-9).all()
+    with pytest.raises(ValueError, match="not in the frame"):
+        correlate(frame, ["missing"], "y")
+    with pytest.raises(ValueError, match=">= 4 complete rows"):
+        correlate(frame.head(3), ["linked"], "y")
