@@ -24,9 +24,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import logging
+import operator
 
 import torch
 from transformers import DynamicCache, GenerationConfig, StoppingCriteria, StoppingCriteriaList
+
+from .schedules import ConstantK, KSchedule, as_schedule
 
 __all__ = [
     "GenerationResult",
@@ -67,7 +70,7 @@ class GenerationResult:
     sequences: torch.Tensor  # (1, prompt_len + new_tokens)
     prompt_length: int
     method: str
-    k: int | None = None
+    k: int | str | None = None  # int k, or a schedule's name (``speculative_generate(k=schedule)``)
     accepted: list[int] = field(default_factory=list)
     proposed: list[int] = field(default_factory=list)
     target_calls: int = 0
@@ -219,9 +222,13 @@ def _validate(target, draft, input_ids, max_new_tokens, k, do_sample, temperatur
 
 
 def synchronize(device: torch.device | str | None) -> None:
-    """Wait for queued GPU work so a timestamp means what it says (no-op on CPU)."""
+    """Wait for queued GPU work so a timestamp means what it says (no-op on CPU). ``None`` syncs
+    every CUDA device this process has used (so callers that do not know the device stay honest)."""
     device = torch.device(device) if device is not None else None
-    if device is not None and device.type == "cuda":
+    if device is None:
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
+    elif device.type == "cuda":
         torch.cuda.synchronize(device)
     elif device is not None and device.type == "mps":
         torch.mps.synchronize()
@@ -404,6 +411,18 @@ def verify_sequential(target, tail, drafts, cache, accept) -> torch.Tensor:
     return torch.stack(rows)
 
 
+def _scheduled_k(schedule) -> int:
+    """The schedule's next k, checked to be an integer >= 1."""
+    value = schedule.next_k()
+    try:
+        k = operator.index(value)
+    except TypeError:
+        k = None
+    if k is None or isinstance(value, bool) or k < 1:
+        raise ValueError(f"schedule {schedule!r}.next_k() must return an integer >= 1; got {value!r} (fix the schedule's next_k)")
+    return k
+
+
 @torch.inference_mode()
 def speculative_generate(
     target,
@@ -411,7 +430,7 @@ def speculative_generate(
     input_ids: torch.Tensor,
     max_new_tokens: int,
     *,
-    k: int,
+    k: int | KSchedule,
     do_sample: bool = False,
     temperature: float = 1.0,
     eos_token_id: int | list[int] | None = None,
@@ -424,8 +443,22 @@ def speculative_generate(
     distributed exactly as the target's. Invariants between iterations: ``seq`` holds every token;
     the target cache holds all but the last; the draft cache lags by 1 or 2 tokens (no extra draft
     forward when all k are accepted: the missing token is fed with the next proposal).
+
+    ``k`` is the number of draft tokens per iteration, or a schedule (``specnb.schedules``:
+    ``ConstantK``, ``HeuristicK``, ``AdaptiveK`` or any object with ``next_k()``,
+    ``update(accepted, proposed)`` and ``reset()``) asked before every iteration and told its
+    outcome after; each call runs a reset copy, so calls are independent. Either way k is capped
+    at the tokens left, ``proposed`` lists the k of every iteration, and ``GenerationResult.k`` is
+    the int k (also for ``ConstantK``) or the schedule's ``name``.
     """
-    _validate(target, draft, input_ids, max_new_tokens, k, do_sample, temperature, verify)
+    if isinstance(k, int):  # the int path is unchanged: _validate checks it
+        _validate(target, draft, input_ids, max_new_tokens, k, do_sample, temperature, verify)
+        schedule, k_label = ConstantK(int(k)), k
+    else:
+        schedule = as_schedule(k)  # ValueError naming the fix for anything that is not a schedule
+        _validate(target, draft, input_ids, max_new_tokens, None, do_sample, temperature, verify)
+        k_label = schedule.k if isinstance(schedule, ConstantK) else getattr(schedule, "name", type(schedule).__name__)
+        _scheduled_k(schedule)  # a schedule that cannot give a valid first k fails before any forward
     device = target.device
     generator = _generator_for(device, generator)
     prompt = input_ids.to(device)
@@ -445,7 +478,7 @@ def speculative_generate(
     sources = ["target"]
 
     while new < max_new_tokens and not stopped:
-        k_i = min(k, max_new_tokens - new - 1)  # never draft past max_new_tokens
+        k_i = min(_scheduled_k(schedule), max_new_tokens - new - 1)  # never draft past max_new_tokens
         if k_i == 0:  # one token left: a plain target step
             logits = forward(target, torch.tensor([seq[-1:]], device=device), t_cache)[0]
             emitted = [next_token(logits[-1], do_sample, temperature, generator)]
@@ -468,6 +501,7 @@ def speculative_generate(
             origin = ["draft"] * n + ["bonus" if n == k_i else "correction"]
             accepted.append(n)
             proposed.append(k_i)
+            schedule.update(n, k_i)
             crop(t_cache, len(seq) + n)  # keep the prompt, the old last token and n accepted drafts
             crop(d_cache, len(seq) + n)
         emitted, stopped = _truncate_at_eos(emitted, eos_token_id)
@@ -479,8 +513,8 @@ def speculative_generate(
     seconds = time.perf_counter() - t0
     sequences = torch.tensor([seq], device=device, dtype=prompt.dtype)
     method = "speculative" if verify == "parallel" else "speculative-sequential"
-    return GenerationResult(sequences, prompt.shape[1], method, k, accepted, proposed, target_calls, draft_calls, seconds, ttft,
-                            sources)
+    return GenerationResult(sequences, prompt.shape[1], method, k_label, accepted, proposed, target_calls, draft_calls, seconds,
+                            ttft, sources)
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,8 +7,13 @@
 - ``pair_costs``: c (draft/target decode-step latency) and the verify cost of k+1 tokens, relative
   to one target step (the two numbers Leviathan's Thm 3.8 needs besides alpha).
 - ``predict_speedup``: Thm 3.8 from measured alpha, c and verify cost.
+- ``corpus_tokens``: tokens of one split of the zoo corpus, rebuilt from the standard library.
 - ``draft_quality``: teacher-forced held-out loss, perplexity and accuracy of each draft, with two
   acceptance predictors against the target: top-1 agreement and E[sum_x min(p(x), q(x))].
+- ``acceptance``: alpha and tau of each draft with the target, pooled over prompts, greedy or
+  sampled.
+- ``sps_vs_asg``: specnb's speculative decoding against Hugging Face assisted generation on the
+  same pairs and k, interleaved, with a profile of where each spends its time.
 - ``correlate``: Pearson and Spearman coefficients with bootstrap confidence intervals.
 """
 
@@ -28,7 +33,7 @@ from .theory import walltime_speedup
 from .timing import step_latency
 
 __all__ = ["heldout_prompts", "greedy_identity", "sampling_histograms", "total_variation", "pair_costs", "predict_speedup",
-           "heldout_windows", "draft_quality", "correlate"]
+           "corpus_tokens", "heldout_windows", "draft_quality", "acceptance", "sps_vs_asg", "correlate"]
 
 
 def heldout_prompts(tokenizer, n: int, length: int = 64, seed: int = 0, split: str = "test") -> list[torch.Tensor]:
@@ -132,6 +137,35 @@ def predict_speedup(alpha: float, costs: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def corpus_tokens(tokenizer, *, split: str = "test", max_tokens: int = 200_000, seed: int = 0) -> np.ndarray:
+    """Up to ``max_tokens`` tokens of one split of the zoo's corpus (the running interpreter's
+    standard library, split by file with ``zoo.split_of``), files in a seeded order, each file's
+    tokens followed by the end-of-text id. Needs no cache: any machine with Python can rebuild it."""
+    import random
+
+    from .zoo import list_stdlib_files, split_of, stdlib_dir
+
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1; got {max_tokens}")
+    root = stdlib_dir()
+    files = [f for f in list_stdlib_files(root) if split_of(f) == split]
+    if not files:
+        raise ValueError(f"no {split!r} files in {root}; splits are 'train', 'validation' and 'test'")
+    random.Random(seed).shuffle(files)
+    eot = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+    out, total = [], 0
+    for rel in files:
+        try:
+            ids = tokenizer((root / rel).read_text(encoding="utf-8"), verbose=False).input_ids + [eot]
+        except (UnicodeDecodeError, OSError):
+            continue
+        out.append(np.asarray(ids[: max_tokens - total], dtype=np.int64))
+        total += len(out[-1])
+        if total >= max_tokens:
+            break
+    return np.concatenate(out)
+
+
 def heldout_windows(tokens: np.ndarray, *, seq_len: int = 256, max_tokens: int = 8192) -> torch.Tensor:
     """Non-overlapping ``seq_len + 1`` windows spread evenly over a token array: (n, seq_len + 1)."""
     if seq_len < 1 or max_tokens < seq_len:
@@ -179,6 +213,69 @@ def draft_quality(target, drafts: dict, tokens: np.ndarray, *, seq_len: int = 25
                      "top1_agreement": (q_logits.argmax(-1) == p_logits.argmax(-1)).float().mean().item(),
                      "expected_alpha": torch.minimum(p, q).sum(-1).mean().item()})
     return pd.DataFrame(rows)
+
+
+def acceptance(target, drafts: dict, prompts: Sequence[torch.Tensor], *, k: int, new_tokens: int,
+               do_sample: bool = False, temperature: float = 1.0, seed: int = 0, progress: bool = True) -> pd.DataFrame:
+    """alpha and tau of every draft against the target at draft length ``k``, one row per draft.
+
+    alpha = accepted / judged draft tokens pooled over ``prompts`` (a draft token is judged when
+    every token before it in its block was accepted: the MLE of Leviathan et al.'s i.i.d. alpha,
+    as ``GenerationResult.acceptance_rate``); tau = mean tokens per target verification
+    (accepted + 1). Sampled runs (``do_sample``) use one seeded generator per draft.
+    """
+    if not drafts:
+        raise ValueError("acceptance needs at least one draft: pass {name: model}")
+    rows = []
+    for name, draft in tqdm(drafts.items(), desc="acceptance", disable=not progress, leave=False):
+        gen = torch.Generator(device=target.device).manual_seed(seed) if do_sample else None
+        acc = judged = iters = 0
+        for ids in prompts:
+            out = speculative_generate(target, draft, ids, new_tokens, k=k, do_sample=do_sample,
+                                       temperature=temperature, generator=gen)
+            acc += sum(out.accepted)
+            judged += sum(a + (a < p) for a, p in zip(out.accepted, out.proposed))
+            iters += len(out.accepted)
+        rows.append({"model": name, "k": k, "sampled": do_sample, "alpha": acc / judged if judged else float("nan"),
+                     "tau": (acc + iters) / iters if iters else float("nan"), "judged": judged, "iterations": iters})
+    return pd.DataFrame(rows)
+
+
+def sps_vs_asg(target, pairs: dict, prompts: Sequence[torch.Tensor], *, new_tokens: int, repeats: int = 5,
+               progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """specnb (SpS, ``speculative_generate``) vs Hugging Face (AsG, ``assisted_generate``: constant k,
+    confidence threshold off) for every ``{name: (draft, k)}``, greedy, each call decoding all
+    ``prompts``; target greedy and every method run interleaved in one ``timing.compare``.
+
+    Returns (speedups, profile): one row per (draft, implementation) with the median paired ratio
+    of decode tokens/s to target greedy and its quartiles, alpha and tokens/s; and one row per
+    (draft, implementation) of ``timing.forward_share`` on the first prompt: seconds inside the
+    target's and the draft's forwards and outside them (the loop), with the outside share."""
+    from .decoding import assisted_generate
+    from .timing import PooledResult, compare, forward_share, summarize
+
+    if not pairs:
+        raise ValueError("sps_vs_asg needs at least one pair: {name: (draft, k)}")
+    impls = {"SpS": speculative_generate, "AsG": assisted_generate}
+    methods = {"target greedy": lambda: PooledResult([autoregressive_generate(target, p, new_tokens) for p in prompts], "target greedy")}
+    for name, (draft, k) in pairs.items():
+        for label, fn in impls.items():
+            methods[f"{name} {label}"] = (lambda fn=fn, draft=draft, k=k, m=f"{name} {label}":
+                                          PooledResult([fn(target, draft, p, new_tokens, k=k) for p in prompts], m, k))
+    runs = compare(methods, repeats=repeats, progress=progress, device=target.device)
+    table = summarize(runs, baseline="target greedy").set_index("method")
+    rows, prof = [], []
+    for name, (draft, k) in pairs.items():
+        for label, fn in impls.items():
+            t = table.loc[f"{name} {label}"]
+            rows.append({"draft": name, "implementation": label, "k": k, "speedup": t["ratio_vs_target greedy"],
+                         "speedup_q25": t["ratio_q25"], "speedup_q75": t["ratio_q75"],
+                         "tokens_per_second": t["tokens_per_second_median"], "acceptance_rate": t.get("acceptance_rate_median"),
+                         "baseline_tokens_per_second": table.loc["target greedy", "tokens_per_second_median"], "repeats": repeats})
+            share = forward_share(lambda fn=fn, draft=draft, k=k: fn(target, draft, prompts[0], new_tokens, k=k),
+                                  {"target": target, "draft": draft}, device=target.device)
+            prof.append({"draft": name, "implementation": label, "k": k, **share})
+    return pd.DataFrame(rows), pd.DataFrame(prof)
 
 
 def correlate(frame: pd.DataFrame, predictors: Sequence[str], outcome: str, *, n_resamples: int = 2000,

@@ -27,7 +27,7 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-__all__ = ["TINY_FAMILIES", "HUB_FAMILIES", "tiny_model", "perturbed_copy", "truncated_copy", "load_spec", "load_model", "load_tokenizer", "load_family", "zoo_models", "describe"]
+__all__ = ["TINY_FAMILIES", "HUB_FAMILIES", "tiny_model", "perturbed_copy", "truncated_copy", "load_spec", "load_model", "load_tokenizer", "load_family", "zoo_models", "describe", "SIZE_LADDERS"]
 
 TINY_FAMILIES = ("llama", "gpt2", "gpt_neox", "opt", "qwen2")
 
@@ -189,6 +189,15 @@ HUB_FAMILIES: dict[str, list[str]] = {
     # seed 002's pairs
     "llama2": ["TinyLlama/TinyLlama_v1.1", "meta-llama/Llama-2-13b-hf"],
     "llama3": ["meta-llama/Llama-3.2-1B", "meta-llama/Llama-3.2-3B", "meta-llama/Llama-3.1-8B"],
+}
+
+
+#: (target, drafts largest first) for the draft-size study of notebook 02: the zoo's width ladder,
+#: or a real family (seed 003's Pythia pair and its siblings; needs a network and, for speed, a GPU).
+SIZE_LADDERS: dict[str, tuple[str, list[str]]] = {
+    "zoo": ("zoo/target", ["zoo/w0.7", "zoo/w0.5", "zoo/w0.25", "zoo/w0.1", "zoo/p0.01"]),
+    "pythia": ("EleutherAI/pythia-2.8b", HUB_FAMILIES["pythia"][-2::-1]),
+    "opt": ("facebook/opt-6.7b", HUB_FAMILIES["opt"][-2::-1]),
 }
 
 

@@ -13,7 +13,8 @@ import seaborn as sns
 
 from .paths import figures_dir
 
-__all__ = ["set_style", "save_fig", "render_trace", "TRACE_COLOURS", "plot_token_frequencies", "plot_methods", "plot_op_latency", "plot_decode_sweep"]
+__all__ = ["set_style", "save_fig", "render_trace", "TRACE_COLOURS", "plot_token_frequencies", "plot_methods", "plot_op_latency", "plot_decode_sweep",
+           "plot_speedup_vs_size", "plot_depth_latency", "plot_predictors", "plot_k_sweep", "plot_k_heatmap"]
 
 
 def set_style() -> None:
@@ -137,5 +138,108 @@ def plot_decode_sweep(width_sweep, depth_sweep, t0_s: float):
     axes[0].set_title(f"width sweep at depth {int(width_sweep['depth'].iloc[0])}")
     axes[1].set_title(f"depth sweep at width {int(depth_sweep['width'].iloc[0])}")
     axes[0].legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_speedup_vs_size(frame, *, x: str = "params", label: str = "draft"):
+    """Speedup over target greedy vs draft size (log x): measured at each draft's best k (median,
+    with the interquartile range when ``measured_q25``/``measured_q75`` are there), the planner's
+    prediction and Leviathan's Thm 3.8 (rows of ``planner.validate`` merged with sizes)."""
+    import numpy as np
+
+    f = frame.sort_values(x)
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    if {"measured_q25", "measured_q75"} <= set(f.columns):
+        err = np.vstack([f["measured_speedup"] - f["measured_q25"], f["measured_q75"] - f["measured_speedup"]])
+        ax.errorbar(f[x], f["measured_speedup"], yerr=err, fmt="o-", capsize=3, label="measured (median, IQR)")
+    else:
+        ax.plot(f[x], f["measured_speedup"], "o-", label="measured")
+    if "predicted_speedup" in f:
+        ax.plot(f[x], f["predicted_speedup"], "s--", label="predicted (costs measured)")
+    if "speedup_thm38" in f:
+        ax.plot(f[x], f["speedup_thm38"], "^:", label="Leviathan Thm 3.8 (alpha, c)")
+    for _, r in f.iterrows():
+        ax.annotate(f"{r[label]} (k={int(r['k'])})", (r[x], r["measured_speedup"]), textcoords="offset points",
+                    xytext=(4, 6), fontsize=8)
+    ax.axhline(1, color="grey", lw=0.8)
+    ax.set(xscale="log", xlabel="draft parameters (log)", ylabel="speedup over target greedy (x)",
+           title="Speculative speedup vs draft size")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_depth_latency(frame, slope: float, intercept: float, r2: float, *, x: str = "layers", y: str = "decode_ms"):
+    """Decode latency vs depth at equal parameters, with the least-squares line and its R²."""
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(5.6, 3.6))
+    ax.plot(frame[x], frame[y], "o", ms=7, label="measured")
+    xs = np.linspace(0, frame[x].max(), 50)
+    ax.plot(xs, intercept + slope * xs, "--", label=f"{slope:.2f} ms/layer + {intercept:.2f} ms (R² = {r2:.3f})")
+    for _, r in frame.iterrows():
+        ax.annotate(str(r.get("model", "")), (r[x], r[y]), textcoords="offset points", xytext=(5, -10), fontsize=8)
+    ax.set(xlabel="layers (parameters held ~equal)", ylabel="ms per decode step", ylim=(0, None), xlim=(0, None),
+           title="Draft latency grows with depth")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_predictors(frame, predictors, outcome: str, *, hue: str | None = None, corr=None, labels: dict | None = None):
+    """One scatter per predictor of ``outcome`` (e.g. acceptance rate), coloured by ``hue``, with
+    Pearson/Spearman r from ``measure.correlate`` rows in each title when ``corr`` is given."""
+    labels = labels or {}
+    fig, axes = plt.subplots(1, len(predictors), figsize=(3.6 * len(predictors), 3.5), squeeze=False, sharey=True)
+    for i, (ax, pred) in enumerate(zip(axes[0], predictors)):
+        sns.scatterplot(data=frame, x=pred, y=outcome, hue=hue, ax=ax, s=45, legend=(i == len(predictors) - 1))
+        title = labels.get(pred, pred)
+        if corr is not None:
+            c = corr[(corr["predictor"] == pred) & (corr["outcome"] == outcome)].set_index("method")["r"]
+            title += f"\nPearson {c.get('pearson', float('nan')):+.2f}, Spearman {c.get('spearman', float('nan')):+.2f}"
+        ax.set(title=title, xlabel=labels.get(pred, pred), ylabel=labels.get(outcome, outcome))
+    if hue is not None and axes[0][-1].get_legend() is not None:
+        sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_k_sweep(frame, *, y: str = "ms_per_token", pair: str = "draft", best: str | None = None):
+    """Latency per token vs k, one line per pair (seed 003's BLOOM figure); the measured best k of
+    each pair is ringed."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    sns.lineplot(data=frame, x="k", y=y, hue=pair, marker="o", ax=ax, errorbar=None)
+    for _, g in frame.groupby(pair):
+        b = g.loc[g[y].idxmin()]
+        ax.plot(b["k"], b[y], "o", ms=13, mfc="none", mec="black")
+    if best is not None:
+        ax.axhline(best, color="grey", ls="--", lw=0.8, label="target greedy")
+    ax.set(xlabel="draft tokens per iteration k", ylabel="ms per generated token", title="Latency per token vs k")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_k_heatmap(grid, points=None):
+    """Predicted K* over (alpha, c) (``planner.optimal_k_grid`` rows: alpha, c, k_star, pays; 0 where
+    no k pays), with the measured pairs (``points``: alpha, c, label) placed on it."""
+    import numpy as np
+
+    g = grid.assign(k_plot=grid["k_star"].where(grid["pays"], 0))
+    table = g.pivot(index="c", columns="alpha", values="k_plot").sort_index(ascending=False)
+    fig, ax = plt.subplots(figsize=(6.8, 4.4))
+    alphas, cs = table.columns.to_numpy(float), table.index.to_numpy(float)
+    ax.grid(False)
+    mesh = ax.imshow(table.to_numpy(float), aspect="auto", cmap=plt.get_cmap("viridis", 8), vmin=-0.5, vmax=7.5,
+                     extent=(alphas.min(), alphas.max(), cs.min(), cs.max()))
+    fig.colorbar(mesh, ax=ax, label="optimal k")
+    if points is not None:
+        for _, r in points.iterrows():
+            ax.plot(r["alpha"], r["c"], "o", mfc="white", mec="black", ms=7)
+            ax.annotate(str(r["label"]), (r["alpha"], r["c"]), textcoords="offset points", xytext=(5, 4), fontsize=8, color="white")
+    ax.set(xlabel="acceptance rate alpha", ylabel="cost ratio c = t_draft / t_target",
+           title="Predicted best k (0 = do not speculate)", ylim=(cs.min(), cs.max()))
+    ax.set_xticks(np.round(np.linspace(alphas.min(), alphas.max(), 6), 2))
     fig.tight_layout()
     return fig

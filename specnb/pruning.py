@@ -56,6 +56,10 @@ from torch import nn
 
 __all__ = [
     "count_parameters",
+    "pruned_name",
+    "prune_pairs",
+    "save_pruned",
+    "load_pruned",
     "block_importance",
     "keep_layers",
     "prune_depth",
@@ -425,6 +429,11 @@ def prune_width(model, calib_ids: torch.Tensor | None = None, *, hidden_size: in
     if intermediate_size is not None:
         _check_count("intermediate_size", intermediate_size, n["intermediate"])
     kv = _resolve_heads(n, num_heads, num_kv_heads)
+    q_heads = kv * (n["heads"] // n["kv_heads"])
+    if (hidden_size or n["hidden"]) % q_heads:
+        h = hidden_size or n["hidden"]
+        raise ValueError(f"hidden_size {h} is not a multiple of the {q_heads} query heads kept (transformers requires it); "
+                         f"use {h - h % q_heads or q_heads} or {h + q_heads - h % q_heads}, or keep a head count that divides {h}")
     if scores is None:
         if calib_ids is None:
             raise ValueError("give calib_ids (token ids (batch, seq_len)) or precomputed scores=activation_importance(...)")
@@ -441,9 +450,12 @@ def prune_width(model, calib_ids: torch.Tensor | None = None, *, hidden_size: in
 
 
 def width_at(n: dict, hidden: int) -> tuple[int, int, int]:
-    """(hidden, kv_heads, intermediate) for a uniform scale hidden / H of every width."""
+    """(hidden, kv_heads, intermediate) for a uniform scale hidden / H of every width; hidden is
+    rounded down to a multiple of the query heads kept (transformers requires it), at least one."""
     s = hidden / n["hidden"]
-    return hidden, max(1, round(n["kv_heads"] * s)), max(1, round(n["intermediate"] * s))
+    kv = max(1, round(n["kv_heads"] * s))
+    heads = kv * (n["heads"] // n["kv_heads"])
+    return max(heads, hidden - hidden % heads), kv, max(1, round(n["intermediate"] * s))
 
 
 def _largest_fitting(lo: int, hi: int, count, budget: int) -> int | None:
@@ -594,3 +606,88 @@ def heal(student, teacher, tokens, *, steps: int | None = 100, minutes: float | 
     history.update(kl_start=kl_start, kl_end=distillation_kl(student, teacher, probe),
                    seconds=time.time() - start, tokens=member.tokens)
     return history
+
+
+# --------------------------------------------------------------------------------------------
+# A matched-budget family of pruned drafts, saved for later notebooks
+# --------------------------------------------------------------------------------------------
+
+
+def pruned_name(how: str, fraction: float, healed: bool) -> str:
+    """``"depth-25%"``, ``"width-15%+heal"``: how a draft was cut, its budget, whether healed."""
+    return f"{how}-{fraction:.0%}" + ("+heal" if healed else "")
+
+
+def prune_pairs(target, fractions, calib_ids: torch.Tensor, tokens, *, hows=("depth", "width"),
+                heal_minutes: float | None = 1.0, heal_steps: int | None = None, lr: float = 1e-3,
+                progress: bool = True) -> tuple[dict, "pd.DataFrame"]:
+    """Prune ``target`` to each parameter ``fraction`` both ways (shallow-wide by dropping layers,
+    deep-narrow by shrinking width) and, when ``heal_minutes`` or ``heal_steps`` is given, also a
+    healed copy of each (``heal`` from the target on ``tokens``).
+
+    Returns ({name: model}, one row per model: name, how, fraction, healed, params, layers,
+    hidden, heads, intermediate, kl_start/kl_end to the target on a fixed batch, heal seconds)."""
+    import pandas as pd
+
+    if not fractions or not all(0 < f < 1 for f in fractions):
+        raise ValueError(f"fractions must be a non-empty list of numbers in (0, 1); got {fractions!r}")
+    bad = [h for h in hows if h not in ("depth", "width")]
+    if bad:
+        raise ValueError(f"hows may hold 'depth' and 'width'; got {bad}")
+    total = count_parameters(target)
+    models, rows = {}, []
+    for fraction in fractions:
+        for how in hows:
+            cut = prune_to_params(target, int(fraction * total), calib_ids, how=how)
+            variants = [(cut, None)]
+            if heal_minutes or heal_steps:
+                healed = copy.deepcopy(cut)
+                variants.append((healed, heal(healed, target, tokens, steps=heal_steps, minutes=heal_minutes, lr=lr,
+                                              progress=progress)))
+            for model, log in variants:
+                name = pruned_name(how, fraction, log is not None)
+                models[name] = model
+                n = dims(model)
+                rows.append({"name": name, "how": how, "fraction": fraction, "healed": log is not None,
+                             "params": count_parameters(model), "layers": n["layers"], "hidden": n["hidden"],
+                             "heads": n["heads"], "intermediate": n["intermediate"],
+                             "kl_start": log["kl_start"] if log else float("nan"),
+                             "kl_end": log["kl_end"] if log else float("nan"),
+                             "heal_seconds": log["seconds"] if log else 0.0})
+    return models, pd.DataFrame(rows)
+
+
+def save_pruned(models: dict, tokenizer=None) -> list:
+    """Save each ``{name: model}`` under ``paths.artifacts_dir()/pruned/NAME`` (written to a temporary
+    folder, then renamed: no half-written model is left behind). Returns the paths."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from .paths import artifacts_dir
+
+    root = artifacts_dir() / "pruned"
+    root.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name, model in models.items():
+        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
+        model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        final = root / name
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        out.append(final)
+    return out
+
+
+def load_pruned(**kwargs) -> dict:
+    """``{name: model}`` of every draft ``save_pruned`` left in ``paths.artifacts_dir()/pruned``
+    (empty if notebook 03 has not run in this profile). ``kwargs`` go to ``models.load_model``."""
+    from .models import load_model
+    from .paths import artifacts_dir
+
+    root = artifacts_dir() / "pruned"
+    names = sorted(p.name for p in root.iterdir() if (p / "config.json").exists()) if root.exists() else []
+    return {name: load_model(str(root / name), **kwargs) for name in names}

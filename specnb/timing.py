@@ -84,6 +84,35 @@ def _row(method: str, repeat: int, result, wall_seconds: float) -> dict:
     return row
 
 
+class PooledResult:
+    """Several ``GenerationResult``s (one per prompt) summarised as one run, so ``compare`` can time
+    a method that decodes a list of prompts per call. Decode tokens/s pools decode tokens over
+    decode seconds (TTFT excluded); alpha pools accepted over judged draft tokens."""
+
+    def __init__(self, results: list, method: str, k=None):
+        if not results:
+            raise ValueError("PooledResult needs at least one GenerationResult")
+        self.results, self.method, self.k = list(results), method, k
+
+    def summary(self) -> dict:
+        rs = self.results
+        decode_tokens = sum(r.num_new_tokens - 1 for r in rs)
+        decode_s = sum(r.seconds - r.ttft_seconds for r in rs)
+        accepted = [a for r in rs for a in r.accepted]
+        proposed = [p for r in rs for p in r.proposed]
+        judged = sum(a + (a < p) for a, p in zip(accepted, proposed))
+        calls = sum(r.target_calls for r in rs)
+        return {
+            "method": self.method, "k": self.k, "new_tokens": sum(r.num_new_tokens for r in rs),
+            "seconds": sum(r.seconds for r in rs), "ttft_seconds": sum(r.ttft_seconds for r in rs),
+            "tokens_per_second": decode_tokens / decode_s if decode_s > 0 else float("nan"),
+            "target_calls": calls, "draft_calls": sum(r.draft_calls for r in rs),
+            "mean_accepted_tokens": sum(r.num_new_tokens for r in rs) / calls if calls else float("nan"),
+            "acceptance_rate": sum(accepted) / judged if judged else float("nan"),
+            "tokens_per_iteration": (sum(accepted) + len(accepted)) / len(accepted) if accepted else float("nan"),
+        }
+
+
 def compare(
     methods: Mapping[str, Callable[[], object]],
     *,

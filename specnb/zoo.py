@@ -451,6 +451,37 @@ def zoo_specs() -> list[ModelSpec]:
     return [target, *width, *depth, *data_only]
 
 
+#: the zoo's ladders, as notebooks 02-05 use them (largest first)
+WIDTH_LADDER = ("w0.7", "w0.5", "w0.25", "w0.1", "p0.01")
+DEPTH_LADDER = ("d1", "d2", "d4", "d8")
+
+
+def kind_of(name: str) -> str:
+    """What a draft is, from its zoo (or ``pruning.pruned_name``) name: "target", "width ladder",
+    "depth ladder", "training snapshot", "data only", "pruned" or "other"."""
+    name = name.removeprefix("zoo/")
+    if name == "target":
+        return "target"
+    if "-step" in name:
+        return "training snapshot"
+    if name.endswith("-data"):
+        return "data only"
+    if name.startswith(("depth-", "width-")):
+        return "pruned" + (" + healed" if name.endswith("+heal") else "")
+    if name in WIDTH_LADDER:
+        return "width ladder"
+    if name in DEPTH_LADDER:
+        return "depth ladder"
+    return "other"
+
+
+def training_info(name: str, zoo: str | Path | None = None) -> dict:
+    """The ``training.json`` a zoo model was exported with (params, shape, objective, training tokens
+    and minutes); ``{}`` for a name that is not an exported zoo model (e.g. a pruned draft)."""
+    path = Path(zoo or ZOO) / name.removeprefix("zoo/") / "training.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def llama_config(spec: ModelSpec, vocab_size: int, eot_id: int = 0):
     """The ``LlamaConfig`` of a spec: tied embeddings, MHA, RoPE, 1024 positions."""
     from transformers import LlamaConfig

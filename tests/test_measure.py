@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from specnb.decoding import speculative_generate
 from specnb.measure import greedy_identity, pair_costs, predict_speedup, sampling_histograms, total_variation
 from specnb.models import perturbed_copy, tiny_model
 from specnb.plotting import render_trace
@@ -154,3 +155,79 @@ def test_correlate_recovers_known_relations():
         correlate(frame, ["missing"], "y")
     with pytest.raises(ValueError, match=">= 4 complete rows"):
         correlate(frame.head(3), ["linked"], "y")
+
+
+def test_acceptance_pools_alpha_and_tau(pair):
+    from specnb.measure import acceptance
+
+    t, d = pair
+    ps = [torch.tensor([[1, 2, 3]]), torch.tensor([[4, 5]])]
+    out = acceptance(t, {"copy": t, "perturbed": d}, ps, k=3, new_tokens=20, progress=False).set_index("model")
+    full = [speculative_generate(t, t, ids, 20, k=3) for ids in ps]
+    blocks = [p for r in full for p in r.proposed]  # k = 3, the last block capped by max_new_tokens
+    assert out.loc["copy", "alpha"] == 1.0 and out.loc["copy", "tau"] == pytest.approx(sum(p + 1 for p in blocks) / len(blocks))
+    # pooled by hand from the same greedy runs
+    runs = [speculative_generate(t, d, ids, 20, k=3) for ids in ps]
+    acc = sum(sum(r.accepted) for r in runs)
+    judged = sum(a + (a < p) for r in runs for a, p in zip(r.accepted, r.proposed))
+    assert out.loc["perturbed", "alpha"] == pytest.approx(acc / judged)
+    assert out.loc["perturbed", "tau"] == pytest.approx((acc + sum(len(r.accepted) for r in runs)) / sum(len(r.accepted) for r in runs))
+    sampled = acceptance(t, {"perturbed": d}, ps, k=3, new_tokens=20, do_sample=True, seed=1, progress=False)
+    again = acceptance(t, {"perturbed": d}, ps, k=3, new_tokens=20, do_sample=True, seed=1, progress=False)
+    assert sampled.equals(again) and 0 <= sampled["alpha"].iloc[0] <= 1
+    with pytest.raises(ValueError, match="at least one draft"):
+        acceptance(t, {}, ps, k=3, new_tokens=5)
+
+
+def test_corpus_tokens_are_split_files_in_seeded_order():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from specnb.measure import corpus_tokens
+
+    raw = Tokenizer(models.WordLevel({"[UNK]": 0, "import": 1, "def": 2, "<eot>": 3}, unk_token="[UNK]"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<eot>")
+    a = corpus_tokens(tok, split="test", max_tokens=5000, seed=2)
+    assert len(a) == 5000 and set(a.tolist()) <= {0, 1, 2, 3} and (a == 3).any()  # files end with eot
+    assert (a == corpus_tokens(tok, split="test", max_tokens=5000, seed=2)).all()
+    assert not (a == corpus_tokens(tok, split="train", max_tokens=5000, seed=2)).all()
+    with pytest.raises(ValueError, match="splits are"):
+        corpus_tokens(tok, split="dev")
+
+
+def test_new_plots_render(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from specnb.planner import optimal_k_grid
+    from specnb.plotting import (plot_depth_latency, plot_k_heatmap, plot_k_sweep, plot_predictors,
+                                 plot_speedup_vs_size, save_fig)
+
+    size = pd.DataFrame({"draft": ["a", "b"], "params": [1e5, 1e6], "k": [3, 4], "measured_speedup": [1.1, 1.4],
+                         "measured_q25": [1.0, 1.3], "measured_q75": [1.2, 1.5], "predicted_speedup": [1.2, 1.5],
+                         "speedup_thm38": [1.5, 1.9]})
+    depth = pd.DataFrame({"model": ["d1", "d2", "d4"], "layers": [1, 2, 4], "decode_ms": [1.5, 2.5, 4.4]})
+    pred = pd.DataFrame({"accuracy": [0.1, 0.2, 0.3, 0.4], "alpha": [0.2, 0.1, 0.5, 0.6], "kind": list("abab")})
+    sweep = pd.DataFrame({"draft": ["a"] * 3, "k": [1, 2, 3], "ms_per_token": [5.0, 4.0, 4.5]})
+    grid = optimal_k_grid(np.linspace(0, 0.9, 4), [0.1, 0.5])
+    figs = {"size": plot_speedup_vs_size(size), "depth": plot_depth_latency(depth, 1.0, 0.5, 0.99),
+            "pred": plot_predictors(pred, ["accuracy"], "alpha", hue="kind"), "sweep": plot_k_sweep(sweep, best=6.0),
+            "heat": plot_k_heatmap(grid, pd.DataFrame({"alpha": [0.5], "c": [0.2], "label": ["x"]}))}
+    for name, fig in figs.items():
+        assert save_fig(fig, name, tmp_path)[0].stat().st_size > 0
+    assert len(figs["pred"].axes) == 1
+
+
+def test_sps_vs_asg_rows_and_profile(pair):
+    from specnb.measure import sps_vs_asg
+
+    t, d = pair
+    speed, prof = sps_vs_asg(t, {"perturbed": (d, 3)}, [torch.tensor([[1, 2, 3]]), torch.tensor([[4, 5]])],
+                             new_tokens=12, repeats=5, progress=False)
+    assert list(speed["implementation"]) == ["SpS", "AsG"] and (speed["k"] == 3).all()
+    assert speed["acceptance_rate"].between(0, 1).all() and (speed["speedup"] > 0).all()
+    assert set(prof.columns) >= {"target_forward_s", "draft_forward_s", "outside_s", "outside_share"}
+    assert (prof["outside_s"] + prof["target_forward_s"] + prof["draft_forward_s"] - prof["total_s"]).abs().max() < 1e-6
+    with pytest.raises(ValueError, match="at least one pair"):
+        sps_vs_asg(t, {}, [torch.tensor([[1]])], new_tokens=4)

@@ -105,8 +105,8 @@ def test_tied_embeddings_stay_tied():
     config = LlamaConfig(vocab_size=96, hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=6,
                          num_key_value_heads=3, tie_word_embeddings=True, max_position_embeddings=128)
     model = LlamaForCausalLM(config).eval()
-    w = P.prune_width(model, calib(), hidden_size=30, num_heads=4)
-    assert w.lm_head.weight is w.model.embed_tokens.weight and w.lm_head.weight.shape == (96, 30)
+    w = P.prune_width(model, calib(), hidden_size=32, num_heads=4)
+    assert w.lm_head.weight is w.model.embed_tokens.weight and w.lm_head.weight.shape == (96, 32)
     assert (w.config.num_attention_heads, w.config.num_key_value_heads) == (4, 2)
     assert P.count_parameters(w) == fresh_count(w)
 
@@ -154,9 +154,12 @@ def test_silent_neurons_heads_and_channels_are_removed_first(target):
     assert torch.equal(narrow.model.layers[0].self_attn.k_proj.weight, model.model.layers[0].self_attn.k_proj.weight[16:])
     torch.testing.assert_close(logits(narrow, ids), logits(model, ids))  # removing silent units is exact
 
-    thin = P.prune_width(model, scores=scores, hidden_size=63)
-    kept_columns = [c for c in range(64) if c != 5]
-    assert torch.equal(thin.model.embed_tokens.weight, model.model.embed_tokens.weight[:, kept_columns])
+    thin = P.prune_width(model, scores=scores, hidden_size=60)  # a multiple of the 4 query heads
+    emb, orig = thin.model.embed_tokens.weight, model.model.embed_tokens.weight
+    kept = [next(c for c in range(64) if torch.equal(emb[:, j], orig[:, c])) for j in range(60)]
+    assert 5 not in kept and kept == sorted(kept)  # the silent channel went first; order is preserved
+    with pytest.raises(ValueError, match="multiple of the 4 query heads"):
+        P.prune_width(model, scores=scores, hidden_size=63)
 
 
 @pytest.mark.parametrize("kind", ["depth", "width"])
@@ -213,10 +216,11 @@ def test_prune_to_params_is_the_largest_model_within_budget(target):
 
     wide = P.prune_to_params(target, budget, ids, how="width")
     n = P.dims(target)
-    hidden = wide.config.hidden_size
-    assert (hidden, wide.config.num_key_value_heads, wide.config.intermediate_size) == P.width_at(n, hidden)
-    bigger = P.set_width(copy.deepcopy(target.config), *P.width_at(n, hidden + 1), 2, 16)
-    assert P.count_parameters(wide) <= budget < P.count_parameters(bigger)
+    shape = (wide.config.hidden_size, wide.config.num_key_value_heads, wide.config.intermediate_size)
+    candidates = {P.width_at(n, x) for x in range(1, n["hidden"] + 1)}  # every uniform scaling
+    assert shape in candidates and wide.config.hidden_size % wide.config.num_attention_heads == 0
+    counts = [P.count_parameters(P.set_width(copy.deepcopy(target.config), *c, 2, 16)) for c in candidates]
+    assert P.count_parameters(wide) == max(c for c in counts if c <= budget) <= budget  # the largest that fits
     assert P.count_parameters(P.prune_to_params(target, total + 10, ids, how="width")) == total
     with pytest.raises(ValueError, match="below the smallest depth-pruned model"):
         P.prune_to_params(target, 1000, ids, how="depth")
@@ -269,3 +273,33 @@ def test_bad_inputs_name_the_fix(target):
         with pytest.raises(ValueError, match=message):
             call()
     assert unchanged(target, frozen)
+
+
+def test_prune_pairs_save_and_load_round_trip(tmp_path, monkeypatch):
+    """The matched-budget family of notebook 03: both shapes, healed and not, saved atomically and
+    reloaded with identical logits by a later notebook."""
+    import numpy as np
+
+    from specnb import paths
+    from specnb.pruning import count_parameters, load_pruned, prune_pairs, save_pruned
+
+    monkeypatch.setattr(paths, "QUICK", tmp_path)  # quick profile in tests: artifacts go under QUICK
+    target = tiny_model("llama", layers=4, hidden=64, heads=4, vocab_size=96, seed=3)
+    calib = torch.randint(0, 96, (2, 16), generator=torch.Generator().manual_seed(0))
+    tokens = np.random.default_rng(0).integers(0, 96, 4000)
+    models, table = prune_pairs(target, [0.5], calib, tokens, heal_steps=3, heal_minutes=None, progress=False)
+    assert list(models) == ["depth-50%", "depth-50%+heal", "width-50%", "width-50%+heal"]
+    assert (table["params"] <= 0.5 * count_parameters(target)).all()
+    assert table.set_index("name").loc["depth-50%", "layers"] < 4 and table.set_index("name").loc["width-50%", "layers"] == 4
+    healed = table[table["healed"]]
+    assert healed["kl_start"].notna().all() and healed["heal_seconds"].gt(0).all()
+    save_pruned(models)
+    assert not list((tmp_path / "artifacts" / "pruned").glob(".*"))  # no temporary folder left behind
+    back = load_pruned(device="cpu")
+    assert sorted(back) == sorted(models)
+    x = calib[:1]
+    with torch.no_grad():
+        for name, model in models.items():
+            assert torch.equal(model(x).logits, back[name](x).logits), name
+    with pytest.raises(ValueError, match="fractions"):
+        prune_pairs(target, [1.5], calib, tokens)

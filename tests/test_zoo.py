@@ -279,3 +279,12 @@ def test_model_card_is_measured(prepared):
     assert all(r["decode_ms"] > 0 and 0 <= r["validation_accuracy"] <= 1 for r in rows)
     text = zoo.write_model_card(layout, rows, split="validation").read_text()
     assert "| target |" in text and "| dx |" in text and "validation accuracy" in text
+
+
+def test_kind_of_names_every_zoo_model():
+    kinds = {s.name: zoo.kind_of(s.name) for s in zoo.zoo_specs()}
+    assert kinds["target"] == "target" and kinds["d2-data"] == "data only"
+    assert {kinds[n] for n in zoo.WIDTH_LADDER} == {"width ladder"} and {kinds[n] for n in zoo.DEPTH_LADDER} == {"depth ladder"}
+    assert zoo.kind_of("zoo/w0.1-step120") == "training snapshot"
+    assert zoo.kind_of("depth-25%") == "pruned" and zoo.kind_of("width-25%+heal") == "pruned + healed"
+    assert set(zoo.WIDTH_LADDER + zoo.DEPTH_LADDER) <= set(kinds)  # the ladders name real specs
