@@ -298,6 +298,18 @@ def next_token(logits: torch.Tensor, do_sample: bool, temperature: float, genera
 # --------------------------------------------------------------------------------------------
 
 
+BACKENDS = ("eager", "static", "compiled")
+
+
+def _fast_backend(backend: str):
+    """``specnb.fastpath`` for backend "static" or "compiled" (imported lazily: it imports this module)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
+    from . import fastpath
+
+    return fastpath
+
+
 @torch.inference_mode()
 def autoregressive_generate(
     model,
@@ -308,8 +320,14 @@ def autoregressive_generate(
     temperature: float = 1.0,
     eos_token_id: int | list[int] | None = None,
     generator: torch.Generator | None = None,
+    backend: str = "eager",
 ) -> GenerationResult:
-    """Target-only decoding with a KV cache: prefill, then one forward per token."""
+    """Target-only decoding with a KV cache: prefill, then one forward per token. ``backend`` as
+    in ``speculative_generate`` ("eager", "static" or "compiled")."""
+    if backend != "eager":
+        return _fast_backend(backend).static_autoregressive_generate(
+            model, input_ids, max_new_tokens, do_sample=do_sample, temperature=temperature, eos_token_id=eos_token_id,
+            generator=generator, compiled=backend == "compiled")
     _validate(model, None, input_ids, max_new_tokens, None, do_sample, temperature)
     device = model.device
     generator = _generator_for(device, generator)
@@ -436,6 +454,7 @@ def speculative_generate(
     eos_token_id: int | list[int] | None = None,
     verify: str = "parallel",
     generator: torch.Generator | None = None,
+    backend: str = "eager",
 ) -> GenerationResult:
     """Speculative decoding (Leviathan et al. 2023, Algorithm 1) of one prompt.
 
@@ -450,7 +469,20 @@ def speculative_generate(
     outcome after; each call runs a reset copy, so calls are independent. Either way k is capped
     at the tokens left, ``proposed`` lists the k of every iteration, and ``GenerationResult.k`` is
     the int k (also for ``ConstantK``) or the schedule's ``name``.
+
+    ``backend``: "eager" (this loop: dynamic caches, cropped after a rejection), "static"
+    (preallocated static caches written at explicit positions, rollback by position) or
+    "compiled" (static caches and ``torch.compile``d draft and verify steps; CUDA graphs on a
+    GPU) — ``specnb.fastpath``, same tokens and statistics. Models the fast path cannot serve raise
+    a ValueError naming ``backend="eager"``.
     """
+    if backend != "eager":
+        fast = _fast_backend(backend)
+        if verify != "parallel":
+            raise ValueError(f'verify="{verify}" exists only in the eager loop (seed 002\'s pitfall); use backend="eager"')
+        return fast.static_speculative_generate(target, draft, input_ids, max_new_tokens, k=k, do_sample=do_sample,
+                                                temperature=temperature, eos_token_id=eos_token_id, generator=generator,
+                                                compiled=backend == "compiled")
     if isinstance(k, int):  # the int path is unchanged: _validate checks it
         _validate(target, draft, input_ids, max_new_tokens, k, do_sample, temperature, verify)
         schedule, k_label = ConstantK(int(k)), k

@@ -923,7 +923,7 @@ def bf16_copy(model):
 def export_model(model, name: str, spec: ModelSpec, info: dict, layout: Layout, tokenizer, val: np.ndarray, settings: TrainSettings) -> dict:
     """Evaluate the bf16-rounded weights, then save model + tokenizer + ``training.json`` to ``zoo/NAME``."""
     shipped = bf16_copy(model)
-    metrics = evaluate(shipped.float(), val, settings)
+    metrics = evaluate(copy.deepcopy(shipped).float(), val, settings)  # .float() is in place: evaluate a copy, ship bf16
     final = layout.zoo / name
     tmp = layout.zoo / f".{name}.tmp"
     if tmp.exists():

@@ -158,6 +158,10 @@ def test_train_checkpoint_resume_export_reload(prepared):
     expected = zoo.bf16_copy(model).float().eval()
     loaded = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32).eval()
     tok = AutoTokenizer.from_pretrained(str(out))
+    from safetensors import safe_open
+
+    with safe_open(str(out / "model.safetensors"), "pt") as f:  # shipped as bf16: half the bytes of float32
+        assert {f.get_slice(n).get_dtype() for n in f.keys()} == {"BF16"}
     assert next(loaded.parameters()).dtype == torch.float32
     ids = torch.tensor([tok("import os\nprint(os.sep)\n")["input_ids"]])
     with torch.no_grad():
