@@ -39,6 +39,7 @@ from .decoding import crop, forward, new_cache
 from .timing import benchmark_op, step_latency
 
 __all__ = [
+    "backend_sweep",
     "OPS",
     "DEFAULT_OPS",
     "benchmark_ops",
@@ -728,3 +729,32 @@ def component_table(models: Mapping[str, torch.nn.Module], context: int = 128, r
         for name in names[r % len(names):] + names[: r % len(names)]:
             rows.append({"model": name, **component_times(models[name], context=context, repeats=repeats, seed=r)})
     return pd.DataFrame(rows).groupby("model", sort=False).median().loc[names]
+
+
+def backend_sweep(models: dict, *, backends: Iterable[str] = ("eager", "compiled"), context: int = 128,
+                  tokens: Iterable[int] = (1,), min_run_time: float = 0.3, progress: bool = True) -> pd.DataFrame:
+    """Decode-step latency of every model under every ``backend`` of ``specnb.fastpath.step_latency``
+    ("eager": DynamicCache; "static": preallocated cache; "compiled": static cache + torch.compile,
+    compile time reported apart): one tidy row per (model, backend, tokens) with params, layers,
+    hidden, median and IQR seconds and compile seconds. What removing per-operator overhead buys."""
+    from tqdm import tqdm
+
+    from .fastpath import step_latency as fast_step_latency
+
+    backends, tokens = list(backends), list(tokens)
+    if not models or not backends or not tokens:
+        raise ValueError("backend_sweep needs at least one model, backend and token count")
+    rows = []
+    bar = tqdm(total=len(models) * len(backends) * len(tokens), desc="backends", disable=not progress, leave=False)
+    for name, model in models.items():
+        cfg = model.config
+        for backend in backends:
+            for n in tokens:
+                r = fast_step_latency(model, context=context, tokens=n, backend=backend, min_run_time=min_run_time)
+                rows.append({"name": name, "backend": backend, "tokens": n, "context": context,
+                             "params": sum(p.numel() for p in model.parameters()), "layers": cfg.num_hidden_layers,
+                             "hidden": cfg.hidden_size, "median_s": r["median_s"], "iqr_s": r.get("iqr_s", float("nan")),
+                             "compile_seconds": r.get("compile_seconds", 0.0)})
+                bar.update()
+    bar.close()
+    return pd.DataFrame(rows)

@@ -271,3 +271,18 @@ def test_component_table_interleaves_models():
     assert list(table.index) == ["w32-d1", "w32-d2"] and "total" in table.columns
     # round 0 visits d1 then d2, round 1 d2 then d1 (7 forwards per visit: prefill, warm-up, 5 steps)
     assert order == ["w32-d1"] * 7 + ["w32-d2"] * 14 + ["w32-d1"] * 7
+
+
+def test_backend_sweep_rows_per_model_backend_and_tokens():
+    from specnb.latency import backend_sweep
+    from specnb.models import tiny_model
+
+    models = {"a": tiny_model("llama", layers=2, hidden=32, vocab_size=64), "b": tiny_model("llama", layers=1, hidden=32, vocab_size=64)}
+    out = backend_sweep(models, backends=("eager", "static"), context=8, tokens=(1, 3), min_run_time=0.01, progress=False)
+    assert len(out) == 2 * 2 * 2 and set(out["backend"]) == {"eager", "static"}
+    assert (out["median_s"] > 0).all() and (out["compile_seconds"] == 0).all()  # nothing compiled here
+    assert out.set_index(["name", "backend", "tokens"]).loc[("b", "static", 3), "layers"] == 1
+    with pytest.raises(ValueError, match="backend must be one of"):
+        backend_sweep(models, backends=("turbo",), context=8, min_run_time=0.01, progress=False)
+    with pytest.raises(ValueError, match="at least one model"):
+        backend_sweep({}, context=8)
