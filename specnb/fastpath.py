@@ -64,6 +64,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 from .decoding import (
+    BACKENDS,
     GenerationResult,
     _accepts_logits_to_keep,
     _generator_for,
@@ -532,9 +533,6 @@ def static_speculative_generate(
 # --------------------------------------------------------------------------------------------
 # Measurement: step latency and an interleaved benchmark of the backends
 # --------------------------------------------------------------------------------------------
-
-BACKENDS = ("eager", "static", "compiled")
-
 
 def step_latency(model, *, context: int, tokens: int = 1, backend: str = "static", role: str = "target",
                  min_run_time: float = 0.3, seed: int = 0) -> dict:
