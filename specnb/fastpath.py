@@ -699,7 +699,10 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--repeats", type=int, default=5)
     bench.add_argument("--max-new-tokens", type=int, default=32)
     bench.add_argument("--prompt-length", type=int, default=16)
-    bench.add_argument("--prompts", type=int, default=1, help="random prompts")
+    bench.add_argument("--prompts", type=int, default=1, help="number of prompts")
+    bench.add_argument("--heldout", action="store_true",
+                       help="prompts cut from the zoo corpus's held-out split with the target's tokenizer "
+                            "(default: random token ids, which a trained draft rarely predicts)")
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
     bench.add_argument("--output", default="fastpath", help="results CSV stem (data/results/STEM.csv)")
@@ -714,8 +717,15 @@ def main(argv: list[str] | None = None) -> int:
         target = load_spec(args.target, device=device)
         specs = args.draft or ["copy:noise=0.05:layers=2"]
         drafts = {spec: load_spec(spec, target=target, device=device) for spec in specs}
-        gen = torch.Generator().manual_seed(args.seed)
-        prompts = [torch.randint(0, target.config.vocab_size, (1, args.prompt_length), generator=gen) for _ in range(args.prompts)]
+        if args.heldout:
+            from .measure import heldout_prompts
+            from .models import load_tokenizer
+            prompts = heldout_prompts(load_tokenizer(args.target), n=args.prompts, length=args.prompt_length, seed=args.seed)
+            prompts = [p.to(device) for p in prompts]
+        else:
+            gen = torch.Generator().manual_seed(args.seed)
+            prompts = [torch.randint(0, target.config.vocab_size, (1, args.prompt_length), generator=gen).to(device)
+                       for _ in range(args.prompts)]
         table = benchmark_backends(target, drafts, prompts, ks=[int(k) for k in args.k.split(",")],
                                    backends=args.backends.split(","), repeats=args.repeats,
                                    max_new_tokens=args.max_new_tokens, progress=True)
