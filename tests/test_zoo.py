@@ -292,3 +292,33 @@ def test_kind_of_names_every_zoo_model():
     assert zoo.kind_of("zoo/w0.1-step120") == "training snapshot"
     assert zoo.kind_of("depth-25%") == "pruned" and zoo.kind_of("width-25%+heal") == "pruned + healed"
     assert set(zoo.WIDTH_LADDER + zoo.DEPTH_LADDER) <= set(kinds)  # the ladders name real specs
+
+
+COMMITTED = sorted(p.parent for p in (ROOT / "data" / "zoo").glob("*/config.json"))
+
+
+@pytest.mark.skipif(not COMMITTED, reason="no zoo model committed in data/zoo")
+def test_committed_zoo_loads_with_auto_classes_and_fits_the_size_caps():
+    """Every committed zoo model: plain transformers Auto* loading, bf16 safetensors, a training
+    record, one shared tokenizer, no file over 95 MB and at most 120 MB in all."""
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    total = 0
+    vocab = None
+    for d in COMMITTED:
+        files = [f for f in d.iterdir() if f.is_file()]
+        assert all(f.stat().st_size <= 95 * 2**20 for f in files), d
+        total += sum(f.stat().st_size for f in files)
+        with safe_open(d / "model.safetensors", framework="pt") as f:
+            assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}, d
+        assert json.loads((d / "training.json").read_text())["training_tokens"] > 0, d
+        model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(d)
+        assert model.config.vocab_size == tok.vocab_size == (vocab or tok.vocab_size), d
+        vocab = tok.vocab_size
+        ids = torch.tensor([tok.encode("def main():\n    return 0\n")])
+        with torch.no_grad():
+            assert torch.isfinite(model(ids).logits).all(), d
+    assert total <= 120 * 2**20, f"zoo is {total / 2**20:.1f} MB"
+    assert {"target", "d1", "d2-data"} <= {d.name for d in COMMITTED}
