@@ -32,7 +32,7 @@ from .decoding import autoregressive_generate, speculative_generate
 from .theory import walltime_speedup
 from .timing import step_latency
 
-__all__ = ["heldout_prompts", "greedy_identity", "sampling_histograms", "total_variation", "pair_costs", "predict_speedup",
+__all__ = ["format_correlation", "heldout_prompts", "greedy_identity", "sampling_histograms", "total_variation", "pair_costs", "predict_speedup",
            "corpus_tokens", "heldout_windows", "draft_quality", "acceptance", "sps_vs_asg", "correlate"]
 
 
@@ -304,3 +304,12 @@ def correlate(frame: pd.DataFrame, predictors: Sequence[str], outcome: str, *, n
             rows.append({"predictor": pred, "outcome": outcome, "method": method, "r": fn(a, b), "n": len(a),
                          "ci_low": boot.confidence_interval.low, "ci_high": boot.confidence_interval.high})
     return pd.DataFrame(rows)
+
+
+def format_correlation(corr: pd.DataFrame, predictor: str, outcome: str = "alpha_greedy", method: str = "spearman") -> str:
+    """One row of a ``correlate`` table as text: ``"+0.94 [+0.73, +1.00]"`` (r and its CI)."""
+    hit = corr[(corr["predictor"] == predictor) & (corr["outcome"] == outcome) & (corr["method"] == method)]
+    if len(hit) != 1:
+        raise ValueError(f"no single {method} row for predictor {predictor!r} and outcome {outcome!r} in the correlate table")
+    r = hit.iloc[0]
+    return f"{r['r']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"

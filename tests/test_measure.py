@@ -231,3 +231,14 @@ def test_sps_vs_asg_rows_and_profile(pair):
     assert (prof["outside_s"] + prof["target_forward_s"] + prof["draft_forward_s"] - prof["total_s"]).abs().max() < 1e-6
     with pytest.raises(ValueError, match="at least one pair"):
         sps_vs_asg(t, {}, [torch.tensor([[1]])], new_tokens=4)
+
+
+def test_format_correlation_reads_one_row_and_rejects_missing_ones():
+    import pandas as pd
+    from specnb.measure import format_correlation
+    corr = pd.DataFrame([{"predictor": "accuracy", "outcome": "alpha_greedy", "method": "spearman", "r": 0.936, "ci_low": 0.728, "ci_high": 0.998},
+                         {"predictor": "accuracy", "outcome": "alpha_greedy", "method": "pearson", "r": -0.1, "ci_low": -0.5, "ci_high": 0.3}])
+    assert format_correlation(corr, "accuracy") == "+0.94 [+0.73, +1.00]"
+    assert format_correlation(corr, "accuracy", method="pearson") == "-0.10 [-0.50, +0.30]"
+    with pytest.raises(ValueError, match="no single spearman row"):
+        format_correlation(corr, "perplexity")
