@@ -884,31 +884,37 @@ def train_step(member: Member, batch: torch.Tensor, targets, settings: TrainSett
 
 
 @torch.no_grad()
-def evaluate(model, tokens: np.ndarray, settings: TrainSettings, max_tokens: int | None = None, batch: int = 8) -> dict:
-    """Held-out loss and next-token accuracy on up to ``max_tokens`` of a split.
+def evaluate(model, tokens: np.ndarray, settings: TrainSettings, max_tokens: float | None = None, batch: int = 8,
+             reference: torch.Tensor | None = None) -> dict:
+    """Held-out loss and next-token accuracy on up to ``max_tokens`` of a split (``settings.eval_tokens``
+    when None; ``float("inf")`` for the whole split), in windows of ``seq_len`` spread evenly over it
+    (``measure.heldout_windows``).
 
-    Uses non-overlapping ``seq_len`` windows spread evenly over the whole split (deterministic).
+    Also returns ``predictions``, the ``(windows, seq_len)`` argmax tokens. Given the target's
+    ``predictions`` as ``reference`` (same split and cap), adds ``agreement``: the fraction of
+    positions where both argmaxes match (the greedy acceptance rate of a one-token draft).
     """
+    from .measure import heldout_windows
+
     model.eval()
-    cap = settings.eval_tokens if max_tokens is None else max_tokens
-    available = max(1, (len(tokens) - 1) // settings.seq_len)
-    wanted = max(1, min(available, cap // settings.seq_len))
-    windows = np.unique(np.linspace(0, available - 1, wanted).round().astype(int))
-    loss_sum, correct, count = 0.0, 0, 0
-    for start in range(0, len(windows), batch):
-        rows = [
-            np.asarray(tokens[w * settings.seq_len:w * settings.seq_len + settings.seq_len + 1], dtype=np.int64)
-            for w in windows[start:start + batch]
-        ]
-        width = min(len(r) for r in rows)
-        arr = torch.from_numpy(np.stack([r[:width] for r in rows]))
+    cap = settings.eval_tokens if max_tokens is None else min(max_tokens, len(tokens))
+    windows = heldout_windows(tokens, seq_len=settings.seq_len, max_tokens=max(int(cap), settings.seq_len))
+    loss_sum, correct, count, predictions = 0.0, 0, 0, []
+    for arr in windows.split(batch):
         x, y = arr[:, :-1], arr[:, 1:]
         with autocast_ctx(settings):
             logits = model(input_ids=x).logits.float()
         loss_sum += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
-        correct += (logits.argmax(-1) == y).sum().item()
+        predictions.append(logits.argmax(-1))
+        correct += (predictions[-1] == y).sum().item()
         count += y.numel()
-    return {"loss": loss_sum / count, "accuracy": correct / count, "tokens": count}
+    metrics = {"loss": loss_sum / count, "accuracy": correct / count, "tokens": count, "predictions": torch.cat(predictions)}
+    if reference is not None:
+        if reference.shape != metrics["predictions"].shape:
+            raise ValueError(f"reference predictions {tuple(reference.shape)} do not match this split and cap "
+                             f"{tuple(metrics['predictions'].shape)}: compute them with the same tokens and max_tokens")
+        metrics["agreement"] = (reference == metrics["predictions"]).float().mean().item()
+    return metrics
 
 
 def bf16_copy(model):
@@ -1218,47 +1224,38 @@ def exported_models(layout: Layout) -> list[str]:
     return sorted(names, key=lambda n: (n != "target", n))
 
 
-def agreement(target, draft, tokens: np.ndarray, settings: TrainSettings, max_tokens: int = 8192, batch: int = 8) -> float:
-    """Top-1 agreement: the fraction of held-out positions where draft and target argmax agree
-    (the greedy acceptance rate of a one-token draft on teacher-forced text)."""
-    available = max(1, (len(tokens) - 1) // settings.seq_len)
-    windows = np.unique(np.linspace(0, available - 1, max(1, min(available, max_tokens // settings.seq_len))).round().astype(int))
-    same = count = 0
-    for start in range(0, len(windows), batch):
-        x = torch.from_numpy(np.stack([np.asarray(tokens[w * settings.seq_len:(w + 1) * settings.seq_len], dtype=np.int64)
-                                       for w in windows[start:start + batch]]))
-        with torch.inference_mode():
-            same += (target(input_ids=x).logits.argmax(-1) == draft(input_ids=x).logits.argmax(-1)).sum().item()
-        count += x.numel()
-    return same / count
-
-
-def card_rows(layout: Layout, settings: TrainSettings | None = None, split: str = "test", max_tokens: int = 8192,
+def card_rows(layout: Layout, settings: TrainSettings | None = None, split: str = "test", max_tokens: float = float("inf"),
               context: int = 128, min_run_time: float = 0.3) -> list[dict]:
-    """One measured row per exported model: size, training, held-out loss/accuracy on ``split``,
-    top-1 agreement with the target, and 1-token decode latency after ``context`` tokens here."""
+    """One measured row per exported model: size, training, held-out loss/accuracy on ``split``
+    (the whole split by default: a few windows of 512 tokens swing accuracy by several points),
+    top-1 agreement with the target at the same positions, and 1-token decode latency after
+    ``context`` tokens here."""
+    from tqdm import tqdm
     from transformers import AutoModelForCausalLM
 
     from .timing import step_latency
 
-    settings = settings or TrainSettings()
+    settings = replace(settings or TrainSettings(), autocast=False)
     tokens = load_split(layout, split)
     names = exported_models(layout)
     if not names:
         raise ValueError(f"no exported models in {layout.zoo}; build them with `python -m specnb.zoo build`")
     load = lambda n: AutoModelForCausalLM.from_pretrained(str(layout.zoo / n), dtype=torch.float32).eval()  # noqa: E731
-    target = load("target") if "target" in names else None
+    reference = None
     rows = []
-    for name in names:
+    for name in tqdm(names, desc=f"card ({split})"):  # target first: its predictions are the reference
         info = json.loads((layout.zoo / name / "training.json").read_text())
         model = load(name)
-        metrics = evaluate(model, tokens, replace(settings, autocast=False), max_tokens=max_tokens)
+        metrics = evaluate(model, tokens, settings, max_tokens, reference=reference)
+        if name == "target":
+            reference = metrics["predictions"]
+            metrics["agreement"] = 1.0
         rows.append({
             "model": name, "params": info["params"], "layers": info["layers"], "hidden": info["hidden"],
             "heads": info["heads"], "objective": info["objective"], "training_tokens": info.get("training_tokens"),
             "training_minutes": info.get("training_busy_minutes", info.get("training_minutes")),
             f"{split}_loss": metrics["loss"], f"{split}_accuracy": metrics["accuracy"],
-            "top1_agreement_with_target": agreement(target, model, tokens, settings, max_tokens) if target is not None else float("nan"),
+            f"{split}_tokens": metrics["tokens"], "top1_agreement_with_target": metrics.get("agreement", float("nan")),
             "decode_ms": 1e3 * step_latency(model, context=context, min_run_time=min_run_time)["median_s"],
         })
     return rows
@@ -1282,7 +1279,8 @@ def write_model_card(layout: Layout, rows: list[dict], split: str = "test") -> P
         f"Corpus: Python {manifest.get('python_version', '?')} standard library, split by file "
         f"(manifest: `corpus_manifest.json`, sha256 `{str(manifest.get('sha256', '?'))[:12]}…`).",
         "",
-        f"Every number below was measured by `python -m specnb.zoo card` on held-out {split} files; decode latency",
+        f"Every number below was measured by `python -m specnb.zoo card` on held-out {split} files "
+        f"({rows[0].get(f'{split}_tokens', 0):,} tokens scored, teacher-forced in windows of 512); decode latency",
         "is one token after 128 cached tokens on this machine (`specnb.timing.step_latency`).",
         "",
         "| " + " | ".join(header) + " |",
@@ -1291,7 +1289,7 @@ def write_model_card(layout: Layout, rows: list[dict], split: str = "test") -> P
     for r in rows:
         lines.append("| " + " | ".join([
             r["model"], f"{r['params'] / 1e6:.2f}", str(r["layers"]), str(r["hidden"]), str(r["heads"]),
-            r["objective"], f"{(r['training_tokens'] or 0) / 1e6:.2f}", f"{r['training_minutes'] or float('nan'):.0f}",
+            r["objective"].replace("|", "\\|"), f"{(r['training_tokens'] or 0) / 1e6:.2f}", f"{r['training_minutes'] or float('nan'):.0f}",
             f"{r[f'{split}_loss']:.3f}", f"{r[f'{split}_accuracy']:.3f}", f"{r['top1_agreement_with_target']:.3f}",
             f"{r['decode_ms']:.2f}",
         ]) + " |")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -283,6 +284,10 @@ def test_model_card_is_measured(prepared):
     assert all(r["decode_ms"] > 0 and 0 <= r["validation_accuracy"] <= 1 for r in rows)
     text = zoo.write_model_card(layout, rows, split="validation").read_text()
     assert "| target |" in text and "| dx |" in text and "validation accuracy" in text
+    table = [line for line in text.splitlines() if line.startswith("|")]
+    cells = {len(re.split(r"(?<!\\)\|", line)) for line in table}
+    assert len(cells) == 1, f"a row's cell count differs from the header's (unescaped '|' in a cell?): {cells}"
+    assert "KL(teacher\\|\\|draft)" in text  # dx is distilled: its objective's '||' is escaped
 
 
 def test_kind_of_names_every_zoo_model():
@@ -322,3 +327,26 @@ def test_committed_zoo_loads_with_auto_classes_and_fits_the_size_caps():
             assert torch.isfinite(model(ids).logits).all(), d
     assert total <= 120 * 2**20, f"zoo is {total / 2**20:.1f} MB"
     assert {"target", "d1", "d2-data"} <= {d.name for d in COMMITTED}
+
+
+def test_evaluate_scores_whole_split_and_agreement_against_reference_predictions():
+    """``evaluate`` counts every full window when asked for the whole split, its accuracy and agreement
+    match a direct computation, and reference predictions of another cap are refused."""
+    settings = replace(tiny_settings(), autocast=False)
+    torch.manual_seed(0)
+    a = zoo.new_model(tiny_spec("a"), settings, eot_id=0).eval()
+    b = zoo.new_model(tiny_spec("b", layers=1), settings, eot_id=0).eval()
+    tokens = np.random.default_rng(0).integers(0, settings.vocab_size, size=10 * 32 + 5)
+    whole = zoo.evaluate(a, tokens, settings, float("inf"))
+    assert whole["tokens"] == 10 * 32 and whole["predictions"].shape == (10, 32)
+    assert zoo.evaluate(a, tokens, settings)["tokens"] == settings.eval_tokens // 32 * 32  # default cap
+    scored = zoo.evaluate(b, tokens, settings, float("inf"), reference=whole["predictions"])
+    windows = torch.from_numpy(tokens[:320].reshape(10, 32).astype(np.int64))
+    with torch.no_grad():
+        pa, pb = a(input_ids=windows).logits.argmax(-1), b(input_ids=windows).logits.argmax(-1)
+    assert scored["agreement"] == pytest.approx((pa == pb).float().mean().item())
+    nxt = torch.from_numpy(np.stack([tokens[i * 32 + 1:i * 32 + 33] for i in range(10)]).astype(np.int64))
+    assert scored["accuracy"] == pytest.approx((pb == nxt).float().mean().item())
+    assert zoo.evaluate(a, tokens, settings, float("inf"), reference=whole["predictions"])["agreement"] == 1.0
+    with pytest.raises(ValueError, match="same tokens and max_tokens"):
+        zoo.evaluate(b, tokens, settings, 64, reference=whole["predictions"])
