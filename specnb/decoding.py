@@ -78,6 +78,7 @@ class GenerationResult:
     seconds: float = float("nan")
     ttft_seconds: float = float("nan")
     sources: list[str] = field(default_factory=list)
+    ttft_tokens: int = 1  # new tokens out by the TTFT mark (HF assisted: its first target forward also verifies)
 
     @property
     def new_tokens(self) -> torch.Tensor:
@@ -89,12 +90,20 @@ class GenerationResult:
         return int(self.sequences.shape[1] - self.prompt_length)
 
     @property
+    def decode_tokens(self) -> int:
+        """New tokens emitted after the TTFT mark (the tokens ``tokens_per_second`` counts)."""
+        return max(0, self.num_new_tokens - self.ttft_tokens)
+
+    @property
     def tokens_per_second(self) -> float:
-        """Decode throughput: tokens after the first, over the time after the first (TTFT excluded)."""
+        """Decode throughput: tokens emitted after the TTFT mark over the time after it (TTFT excluded).
+
+        Usually every token after the first; for HF assisted generation, whose first target forward
+        is prefill *and* verification of the first draft block, every token after that forward's."""
         decode_s = self.seconds - self.ttft_seconds
-        if self.num_new_tokens < 2 or not decode_s > 0:
+        if self.decode_tokens < 1 or not decode_s > 0:
             return float("nan")
-        return (self.num_new_tokens - 1) / decode_s
+        return self.decode_tokens / decode_s
 
     @property
     def end_to_end_tokens_per_second(self) -> float:
@@ -676,6 +685,8 @@ def assisted_generate(
         log.remove()
     accepted, proposed = log.iterations(prompt.shape[1])
     ttft = log.first_target_end - t0
+    first = log.lengths[0] - prompt.shape[1] if log.lengths else sequences.shape[1] - prompt.shape[1]
     return GenerationResult(
-        sequences, prompt.shape[1], "assisted", k, accepted, proposed, len(log.candidates), log.draft_calls, seconds, ttft
+        sequences, prompt.shape[1], "assisted", k, accepted, proposed, len(log.candidates), log.draft_calls, seconds, ttft,
+        ttft_tokens=max(1, min(first, sequences.shape[1] - prompt.shape[1])),
     )

@@ -96,7 +96,7 @@ class PooledResult:
 
     def summary(self) -> dict:
         rs = self.results
-        decode_tokens = sum(r.num_new_tokens - 1 for r in rs)
+        decode_tokens = sum(r.decode_tokens for r in rs)
         decode_s = sum(r.seconds - r.ttft_seconds for r in rs)
         accepted = [a for r in rs for a in r.accepted]
         proposed = [p for r in rs for p in r.proposed]

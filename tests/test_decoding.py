@@ -130,6 +130,9 @@ def test_assisted_generate_matches_and_counts(pairs, family):
         assert full.proposed[0] == k  # constant schedule, confidence threshold off: HF keeps k
         assert len(full.proposed) <= full.target_calls <= len(full.proposed) + 1  # + HF's candidate-free last step
         assert full.draft_calls == sum(full.proposed)
+        # HF's first target forward is prefill + verification of the first block: all of it is out at the TTFT mark
+        assert full.ttft_tokens == 1 + full.accepted[0] and full.decode_tokens == N_NEW - 1 - full.accepted[0]
+        assert full.tokens_per_second == pytest.approx(full.decode_tokens / (full.seconds - full.ttft_seconds))
         none = assisted_generate(target, drafts["random"], ids, N_NEW, k=k)
         assert torch.equal(none.sequences, ref) and none.acceptance_rate < 0.25
 
@@ -148,6 +151,8 @@ def test_result_statistics():
                          target_calls=5, draft_calls=12, seconds=2.0, ttft_seconds=0.5)
     assert r.num_new_tokens == 6
     assert r.tokens_per_second == pytest.approx(5 / 1.5)
+    late = GenerationResult(torch.arange(10)[None], 4, "assisted", 3, seconds=2.0, ttft_seconds=0.5, ttft_tokens=4)
+    assert late.decode_tokens == 2 and late.tokens_per_second == pytest.approx(2 / 1.5)  # tokens out at TTFT not counted
     assert r.end_to_end_tokens_per_second == pytest.approx(3.0)
     assert r.mean_accepted_tokens == pytest.approx(6 / 5)
     # judged: 3 (all accepted) + 2 + 1 + 2 (all accepted) = 8; accepted 6

@@ -17,7 +17,7 @@ import specnb.paths as paths
 from specnb.decoding import GenerationResult
 from specnb.plotting import save_fig, set_style
 from specnb.results import append_rows, pending, read_results, result_path, write_atomic
-from specnb.timing import benchmark_op, compare, environment, forward_share, step_latency, summarize
+from specnb.timing import PooledResult, benchmark_op, compare, environment, forward_share, step_latency, summarize
 
 ROOT = Path(paths.__file__).resolve().parent.parent
 
@@ -206,3 +206,12 @@ def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     assert "make test" in readme and "make reproduce" in readme
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_pooled_result_counts_only_tokens_out_after_the_ttft_mark():
+    """Decode tokens/s pools tokens emitted after each call's TTFT mark over the time after it: an assisted
+    call whose first target forward already emitted 4 tokens contributes 2 of its 6, not 5."""
+    plain = GenerationResult(torch.arange(10)[None], 4, "speculative", 3, seconds=2.0, ttft_seconds=0.5)
+    assisted = GenerationResult(torch.arange(10)[None], 4, "assisted", 3, seconds=2.0, ttft_seconds=0.5, ttft_tokens=4)
+    row = PooledResult([plain, assisted], "pooled").summary()
+    assert row["new_tokens"] == 12 and row["tokens_per_second"] == pytest.approx((5 + 2) / 3.0)
