@@ -1327,13 +1327,17 @@ def main(argv: list[str] | None = None) -> int:
         print(format_table(rows))
         print(f"cap: {MAX_TOTAL_BYTES / 1e6:.0f} MB total, {MAX_FILE_BYTES / 1e6:.0f} MB per file; used {check_budget(rows) / 1e6:.1f} MB")
     elif args.command == "card":
-        prepare_corpus(layout)
+        built = json.loads(layout.manifest.read_text()) if layout.manifest.exists() else {}
+        prepare_corpus(layout, built.get("tokenizer", {}).get("vocab_size", VOCAB_SIZE))  # the zoo's own tokenizer
         rows = card_rows(layout)
         print(f"[zoo] model card: {write_model_card(layout, rows)}")
         from .results import append_rows, result_path
         from .timing import environment
 
-        append_rows(result_path("zoo_card"), [{**r, **environment("cpu")} for r in rows], key=["model"])
+        # the committed zoo's table lives with the other results; another zoo's stays inside it
+        table = result_path("zoo_card") if layout.zoo == ZOO else layout.zoo / "zoo_card.csv"
+        append_rows(table, [{**r, **environment("cpu")} for r in rows], key=["model"])
+        print(f"[zoo] card table: {table}")
     elif args.command == "corpus":
         manifest = prepare_corpus(layout)
         print(json.dumps({k: manifest[k] for k in ("python_version", "splits", "total", "sha256")}, indent=2))

@@ -350,3 +350,19 @@ def test_evaluate_scores_whole_split_and_agreement_against_reference_predictions
     assert zoo.evaluate(a, tokens, settings, float("inf"), reference=whole["predictions"])["agreement"] == 1.0
     with pytest.raises(ValueError, match="same tokens and max_tokens"):
         zoo.evaluate(b, tokens, settings, 64, reference=whole["predictions"])
+
+
+def test_card_of_another_zoo_leaves_the_committed_results_alone(prepared, corpus_dir):
+    """``python -m specnb.zoo card --zoo DIR`` writes DIR/README.md and DIR/zoo_card.csv, never data/results/zoo_card.csv."""
+    from specnb.results import result_path
+
+    layout, _ = prepared
+    if not zoo.is_finished(layout, "target"):
+        zoo.train_group([tiny_spec("target")], layout, tiny_settings())
+    committed = result_path("zoo_card")
+    before = committed.read_bytes() if committed.exists() else None
+    assert zoo.main(["card", "--corpus", str(corpus_dir), "--zoo", str(layout.zoo)]) == 0
+    assert (committed.read_bytes() if committed.exists() else None) == before
+    rows = list(csv.DictReader((layout.zoo / "zoo_card.csv").open()))
+    assert rows[0]["model"] == "target" and float(rows[0]["top1_agreement_with_target"]) == 1.0
+    assert "| target |" in (layout.zoo / "README.md").read_text()
