@@ -1151,6 +1151,20 @@ def training_groups(specs: list[ModelSpec], only: str | None = None) -> list[lis
     return groups + ([rest] if rest else [])
 
 
+def extend_budget(specs: list[ModelSpec], name: str, minutes: float) -> list[ModelSpec]:
+    """``specs`` with model ``name``'s budget set to ``minutes`` busy minutes, to train it on.
+
+    A model trained to a 150-min budget and resumed with 230 re-enters its cosine schedule at
+    progress 150/230 (the learning rate rises again, then decays to the floor by the new budget).
+    Its export must be moved aside first: an exported model counts as finished.
+    """
+    if minutes <= 0:
+        raise ValueError(f"--budget-minutes must be > 0; got {minutes}")
+    if not any(s.name == name for s in specs):
+        raise ValueError(f"--budget-minutes needs --only naming one model; {name!r} is not one of {[s.name for s in specs]}")
+    return [replace(s, budget_minutes=minutes, budget_tokens=None, budget_like=None) if s.name == name else s for s in specs]
+
+
 def build(layout: Layout, specs: list[ModelSpec], settings: TrainSettings, only: str | None = None,
           minutes: float | None = None, max_steps: int | None = None) -> list[str]:
     """Check the budget, prepare the corpus, then train every unfinished group in order; return exported names."""
@@ -1316,6 +1330,8 @@ def main(argv: list[str] | None = None) -> int:
         if name == "build":
             p.add_argument("--minutes", type=float, help="bound this invocation's training time")
             p.add_argument("--steps", type=int, help="bound this invocation's steps per group")
+            p.add_argument("--budget-minutes", type=float,
+                           help="with --only NAME: train NAME on to this many busy minutes (move its export aside first)")
     args = parser.parse_args(argv)
     layout = make_layout(args.corpus, args.zoo)
     specs = zoo_specs()
@@ -1345,6 +1361,8 @@ def main(argv: list[str] | None = None) -> int:
         prepare_corpus(layout)
         measure_speed(next(s for s in specs if s.name == (args.only or "target")), layout, settings)
     else:
+        if args.budget_minutes is not None:
+            specs = extend_budget(specs, args.only or "", args.budget_minutes)
         lock = acquire_build_lock(layout)
         done = build(layout, specs, settings, args.only, args.minutes, args.steps)
         lock.close()

@@ -366,3 +366,20 @@ def test_card_of_another_zoo_leaves_the_committed_results_alone(prepared, corpus
     rows = list(csv.DictReader((layout.zoo / "zoo_card.csv").open()))
     assert rows[0]["model"] == "target" and float(rows[0]["top1_agreement_with_target"]) == 1.0
     assert "| target |" in (layout.zoo / "README.md").read_text()
+
+
+def test_extend_budget_resumes_one_model_into_its_cosine_tail():
+    """``--budget-minutes`` changes one model's budget only: a 150-min model resumed at 230 is 65% through
+    its schedule, so the learning rate rises above the floor again; bad names and budgets are refused."""
+    specs = zoo.zoo_specs()
+    longer = zoo.extend_budget(specs, "target", 230)
+    target = next(s for s in longer if s.name == "target")
+    assert target.budget_minutes == 230 and [s for s in longer if s.name != "target"] == [s for s in specs if s.name != "target"]
+    progress = zoo.budget_progress(target, tokens=0, busy_seconds=150 * 60)
+    assert progress == pytest.approx(150 / 230)
+    settings = zoo.TrainSettings()
+    assert zoo.lr_factor(10_000, progress, settings.warmup_steps, settings.min_lr_ratio) > 3 * settings.min_lr_ratio
+    with pytest.raises(ValueError, match="--only naming one model"):
+        zoo.extend_budget(specs, "width", 100)
+    with pytest.raises(ValueError, match="> 0"):
+        zoo.extend_budget(specs, "target", 0)
