@@ -331,8 +331,14 @@ def write_json(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
-def prepare_corpus(layout: Layout, vocab_size: int = VOCAB_SIZE, force: bool = False) -> dict:
-    """Read, split and tokenize the corpus, training the tokenizer if the cache is stale; return the manifest."""
+def prepare_corpus(layout: Layout, vocab_size: int | None = None, force: bool = False) -> dict:
+    """Read, split and tokenize the corpus, training the tokenizer if the cache is stale; return the manifest.
+
+    ``vocab_size`` None means the vocabulary this zoo was built with (its manifest), else ``VOCAB_SIZE``:
+    a zoo's models never meet token ids of another tokenizer."""
+    if vocab_size is None:
+        built = json.loads(layout.manifest.read_text()) if layout.manifest.exists() else {}
+        vocab_size = built.get("tokenizer", {}).get("vocab_size", VOCAB_SIZE)
     splits, source = load_corpus(layout)
     if not splits["train"]:
         raise ValueError(f"corpus has no train files (source {source['root']})")
@@ -1343,8 +1349,7 @@ def main(argv: list[str] | None = None) -> int:
         print(format_table(rows))
         print(f"cap: {MAX_TOTAL_BYTES / 1e6:.0f} MB total, {MAX_FILE_BYTES / 1e6:.0f} MB per file; used {check_budget(rows) / 1e6:.1f} MB")
     elif args.command == "card":
-        built = json.loads(layout.manifest.read_text()) if layout.manifest.exists() else {}
-        prepare_corpus(layout, built.get("tokenizer", {}).get("vocab_size", VOCAB_SIZE))  # the zoo's own tokenizer
+        prepare_corpus(layout)
         rows = card_rows(layout)
         print(f"[zoo] model card: {write_model_card(layout, rows)}")
         from .results import append_rows, result_path
@@ -1363,6 +1368,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if args.budget_minutes is not None:
             specs = extend_budget(specs, args.only or "", args.budget_minutes)
+            if is_finished(layout, args.only):
+                raise SystemExit(f"{args.only} is exported at {layout.zoo / args.only}, so it counts as finished: move that "
+                                 f"folder aside to train it on to {args.budget_minutes:g} min (its checkpoint resumes)")
         lock = acquire_build_lock(layout)
         done = build(layout, specs, settings, args.only, args.minutes, args.steps)
         lock.close()

@@ -366,6 +366,8 @@ def test_card_of_another_zoo_leaves_the_committed_results_alone(prepared, corpus
     rows = list(csv.DictReader((layout.zoo / "zoo_card.csv").open()))
     assert rows[0]["model"] == "target" and float(rows[0]["top1_agreement_with_target"]) == 1.0
     assert "| target |" in (layout.zoo / "README.md").read_text()
+    with pytest.raises(SystemExit, match="move that folder aside"):  # an exported model is finished: --budget-minutes refuses
+        zoo.main(["build", "--only", "target", "--budget-minutes", "5", "--corpus", str(corpus_dir), "--zoo", str(layout.zoo)])
 
 
 def test_extend_budget_resumes_one_model_into_its_cosine_tail():
