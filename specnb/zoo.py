@@ -743,6 +743,7 @@ class Member:
     last_loss: float = float("nan")
     rows: list = field(default_factory=list)
     snapshots_done: list = field(default_factory=list)
+    budgets: list = field(default_factory=list)  # every budget it trained under, e.g. ["150 min", "205 min"]
 
     @property
     def progress(self) -> float:
@@ -813,7 +814,11 @@ def init_member(spec: ModelSpec, layout: Layout, settings: TrainSettings, eot_id
         member.cpu_seconds = state.get("cpu_seconds", member.train_seconds * member.threads)
         member.compile_seconds = state.get("compile_seconds", 0.0)
         member.snapshots_done = list(state.get("snapshots_done", []))
+        saved = replace(spec, **{k: state["spec"].get(k) for k in ("budget_tokens", "budget_minutes", "budget_like")})
+        member.budgets = list(state.get("budgets", [describe_budget(saved)]))
         print(f"[zoo] {spec.name}: resumed at step {member.step} ({100 * member.progress:.1f}% of budget)", flush=True)
+    if not member.budgets or member.budgets[-1] != describe_budget(spec):  # a new run, or one extended by --budget-minutes
+        member.budgets.append(describe_budget(spec))
     trim_log(log_path(layout, spec.name), member.step)
     if settings.compile:
         member.forward = torch.compile(model)
@@ -836,6 +841,7 @@ def save_checkpoint(member: Member, layout: Layout, stream: WindowStream, tokeni
         "cpu_seconds": member.cpu_seconds,
         "compile_seconds": member.compile_seconds,
         "snapshots_done": member.snapshots_done,
+        "budgets": member.budgets,
         "data": stream.position(member.step),
         "torch_rng": torch.get_rng_state(),
         "tokenizer_sha256": tokenizer_sha,
@@ -975,6 +981,7 @@ def member_info(member: Member) -> dict:
         "training_busy_minutes": round(member.busy_seconds / 60, 2),
         "compile_busy_minutes": round(member.compile_seconds / 60, 2),
         "budget": describe_budget(member.spec),
+        "budget_history": member.budgets,
         "tokens_per_s": round(member.tokens / max(member.train_seconds, 1e-9), 1),
         "tokens_per_busy_s": round(member.tokens / max(member.busy_seconds, 1e-9), 1),
     }
@@ -1000,6 +1007,21 @@ def load_teacher(layout: Layout, name: str):
     model = AutoModelForCausalLM.from_pretrained(str(layout.zoo / name), dtype=torch.float32)
     model.eval().requires_grad_(False)
     return model
+
+
+def allow_recompiles(models: int, graphs_per_model: int = 4) -> int:
+    """Raise dynamo's per-code-object recompile limit so that ``models`` compiled copies of one
+    architecture all stay compiled; return the limit now in force.
+
+    Every ``torch.compile``-d Llama shares ``LlamaForCausalLM.forward``, whose cache holds 8 graphs
+    by default: a group of 9 drafts plus their teacher passed it, and the last models silently fell
+    back to eager (``torch._dynamo hit config.recompile_limit (8)``), training slower.
+    """
+    import torch._dynamo.config as dynamo_config
+
+    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, models * graphs_per_model)
+    dynamo_config.accumulated_recompile_limit = max(dynamo_config.accumulated_recompile_limit, 4 * dynamo_config.recompile_limit)
+    return dynamo_config.recompile_limit
 
 
 def group_by_step(members: list[Member]) -> dict[int, list[Member]]:
@@ -1059,6 +1081,8 @@ def train_group(specs: list[ModelSpec], layout: Layout, settings: TrainSettings,
     if len(teachers) > 1:
         raise ValueError(f"a group shares one teacher, got {sorted(teachers)}")
     teacher = load_teacher(layout, teachers.pop()) if teachers else None
+    if settings.compile:
+        allow_recompiles(len(todo) + 1)
     if teacher is not None and settings.compile:
         teacher = torch.compile(teacher)
     members = [init_member(s, layout, settings, eot_id, tok_sha) for s in todo]
@@ -1274,6 +1298,7 @@ def card_rows(layout: Layout, settings: TrainSettings | None = None, split: str 
             "model": name, "params": info["params"], "layers": info["layers"], "hidden": info["hidden"],
             "heads": info["heads"], "objective": info["objective"], "training_tokens": info.get("training_tokens"),
             "training_minutes": info.get("training_busy_minutes", info.get("training_minutes")),
+            "budget_history": " -> ".join(info.get("budget_history", [info.get("budget", "")])),
             f"{split}_loss": metrics["loss"], f"{split}_accuracy": metrics["accuracy"],
             f"{split}_tokens": metrics["tokens"], "top1_agreement_with_target": metrics.get("agreement", float("nan")),
             "decode_ms": 1e3 * step_latency(model, context=context, min_run_time=min_run_time)["median_s"],
@@ -1313,6 +1338,11 @@ def write_model_card(layout: Layout, rows: list[dict], split: str = "test") -> P
             f"{r[f'{split}_loss']:.3f}", f"{r[f'{split}_accuracy']:.3f}", f"{r['top1_agreement_with_target']:.3f}",
             f"{r['decode_ms']:.2f}",
         ]) + " |")
+    extended = [r for r in rows if "->" in str(r.get("budget_history", ""))]
+    if extended:
+        lines += ["", "Trained on past their first budget with `python -m specnb.zoo build --only NAME --budget-minutes M` "
+                  "(each extension re-enters the cosine schedule: the learning rate rises, then decays to the floor by the new budget):", ""]
+        lines += [f"- {r['model']}: {r['budget_history'].replace('->', '→')}" for r in extended]
     path = layout.zoo / "README.md"
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text("\n".join(lines) + "\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -385,3 +386,36 @@ def test_extend_budget_resumes_one_model_into_its_cosine_tail():
         zoo.extend_budget(specs, "width", 100)
     with pytest.raises(ValueError, match="> 0"):
         zoo.extend_budget(specs, "target", 0)
+
+
+def test_extended_model_records_every_budget_it_trained_under(prepared):
+    """A model trained to one budget and resumed under a longer one keeps both in its checkpoint,
+    ``training.json`` and the model card (the shipped target was extended this way)."""
+    layout, _ = prepared
+    settings = tiny_settings()
+    short, longer = tiny_spec("ext", budget_tokens=4 * 64), tiny_spec("ext", budget_tokens=6 * 64)
+    assert zoo.train_group([short], layout, settings) == ["ext"]
+    assert json.loads((layout.zoo / "ext" / "training.json").read_text())["budget_history"] == ["256 tok"]
+    shutil.move(str(layout.zoo / "ext"), str(layout.zoo.parent / "ext-short"))  # an export counts as finished
+    assert zoo.train_group([longer], layout, settings) == ["ext"]
+    info = json.loads((layout.zoo / "ext" / "training.json").read_text())
+    assert info["training_steps"] == 6 and info["budget_history"] == ["256 tok", "384 tok"]
+    assert torch.load(zoo.checkpoint_path(layout, "ext"), weights_only=False)["budgets"] == ["256 tok", "384 tok"]
+    row = {"model": "ext", "params": 1, "layers": 2, "hidden": 32, "heads": 2, "objective": "CE", "training_tokens": 384,
+           "training_minutes": 0.1, "test_loss": 5.0, "test_accuracy": 0.1, "test_tokens": 64,
+           "top1_agreement_with_target": 1.0, "decode_ms": 1.0, "budget_history": "256 tok -> 384 tok"}
+    card = zoo.write_model_card(layout, [row]).read_text()
+    assert "- ext: 256 tok → 384 tok" in card
+
+
+def test_a_large_distillation_group_stays_compiled(monkeypatch):
+    """Ten compiled copies of one architecture need more than dynamo's default 8 cached graphs;
+    ``allow_recompiles`` raises the limit (never lowers it) so none falls back to eager."""
+    import torch._dynamo.config as dynamo_config
+
+    monkeypatch.setattr(dynamo_config, "recompile_limit", 8)
+    monkeypatch.setattr(dynamo_config, "accumulated_recompile_limit", 256)
+    assert zoo.allow_recompiles(10) == 40 and dynamo_config.recompile_limit == 40
+    assert dynamo_config.accumulated_recompile_limit >= 160
+    monkeypatch.setattr(dynamo_config, "recompile_limit", 100)
+    assert zoo.allow_recompiles(2) == 100
