@@ -1083,8 +1083,7 @@ def train_group(specs: list[ModelSpec], layout: Layout, settings: TrainSettings,
     teacher = load_teacher(layout, teachers.pop()) if teachers else None
     if settings.compile:
         allow_recompiles(len(todo) + 1)
-    if teacher is not None and settings.compile:
-        teacher = torch.compile(teacher)
+        teacher = torch.compile(teacher) if teacher is not None else None
     members = [init_member(s, layout, settings, eot_id, tok_sha) for s in todo]
     exported: list[str] = []
     start = time.time()
