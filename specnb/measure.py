@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from .decoding import autoregressive_generate, speculative_generate
 from .theory import walltime_speedup
-from .timing import step_latency
+from .timing import step_latencies
 
 __all__ = ["format_correlation", "heldout_prompts", "greedy_identity", "sampling_histograms", "total_variation", "pair_costs", "predict_speedup",
            "corpus_tokens", "heldout_windows", "draft_quality", "acceptance", "sps_vs_asg", "correlate"]
@@ -112,17 +112,22 @@ def sampling_histograms(target, draft, ids: torch.Tensor, *, runs: int, new_toke
 
 
 def pair_costs(target, draft, *, context: int = 128, ks: Iterable[int] = (1, 2, 3, 4, 5, 6, 7),
-               min_run_time: float = 0.5) -> pd.DataFrame:
+               min_run_time: float = 0.2, rounds: int = 5) -> pd.DataFrame:
     """Decode-step latencies of target and draft after ``context`` cached tokens, and the target's
     cost of scoring k+1 tokens at once. One row per k with c = t_draft / t_target and
-    verify_cost = t_verify(k+1) / t_target."""
-    t_target = step_latency(target, context=context, min_run_time=min_run_time)["median_s"]
-    t_draft = step_latency(draft, context=context, min_run_time=min_run_time)["median_s"]
+    verify_cost = t_verify(k+1) / t_target. All steps are timed interleaved in ``rounds`` rotated
+    rounds (``timing.step_latencies``) and each ratio is the median of its per-round ratios, so a
+    slow spell of the machine cannot land on the target's step alone (timed in sequence, a verify
+    of 5 tokens once came out cheaper than one 1-token step)."""
+    ks = list(ks)
+    entries = {"target": (target, 1), "draft": (draft, 1), **{f"verify {k + 1}": (target, k + 1) for k in ks}}
+    raw = step_latencies(entries, context=context, rounds=rounds, min_run_time=min_run_time, progress=False, per_round=True)
+    per = raw.pivot(index="round", columns="model", values="median_s")
     rows = []
     for k in ks:
-        t_verify = step_latency(target, context=context, tokens=k + 1, min_run_time=min_run_time)["median_s"]
-        rows.append({"k": k, "target_step_s": t_target, "draft_step_s": t_draft, "verify_s": t_verify,
-                     "c": t_draft / t_target, "verify_cost": t_verify / t_target})
+        rows.append({"k": k, "target_step_s": per["target"].median(), "draft_step_s": per["draft"].median(),
+                     "verify_s": per[f"verify {k + 1}"].median(), "c": (per["draft"] / per["target"]).median(),
+                     "verify_cost": (per[f"verify {k + 1}"] / per["target"]).median()})
     return pd.DataFrame(rows)
 
 
@@ -252,16 +257,16 @@ def sps_vs_asg(target, pairs: dict, prompts: Sequence[torch.Tensor], *, new_toke
     (draft, implementation) of ``timing.forward_share`` on the first prompt: seconds inside the
     target's and the draft's forwards and outside them (the loop), with the outside share."""
     from .decoding import assisted_generate
-    from .timing import PooledResult, compare, forward_share, summarize
+    from .timing import compare, forward_share, over_prompts, summarize
 
     if not pairs:
         raise ValueError("sps_vs_asg needs at least one pair: {name: (draft, k)}")
     impls = {"SpS": speculative_generate, "AsG": assisted_generate}
-    methods = {"target greedy": lambda: PooledResult([autoregressive_generate(target, p, new_tokens) for p in prompts], "target greedy")}
+    methods = over_prompts({"target greedy": lambda p: autoregressive_generate(target, p, new_tokens)}, prompts)
     for name, (draft, k) in pairs.items():
         for label, fn in impls.items():
-            methods[f"{name} {label}"] = (lambda fn=fn, draft=draft, k=k, m=f"{name} {label}":
-                                          PooledResult([fn(target, draft, p, new_tokens, k=k) for p in prompts], m, k))
+            methods |= over_prompts({f"{name} {label}": lambda p, fn=fn, draft=draft, k=k: fn(target, draft, p, new_tokens, k=k)},
+                                    prompts, k)
     runs = compare(methods, repeats=repeats, progress=progress, device=target.device)
     table = summarize(runs, baseline="target greedy").set_index("method")
     rows, prof = [], []

@@ -5,7 +5,9 @@ stamp saved with every result.
 - ``benchmark_op``: microbenchmarks with ``torch.utils.benchmark`` (it syncs CUDA itself).
 - ``compare``: end-to-end decoding runs of several methods, interleaved A B C, B C A, C A B, ...
 - ``summarize``: median, quartiles and the per-repeat ratio to a baseline method.
-- ``step_latency``: one decode step (or a (k+1)-token verification) after a fixed KV cache.
+- ``over_prompts``: methods that decode several prompts per timed call, pooled (``PooledResult``).
+- ``step_latency``: one decode step (or a (k+1)-token verification) after a fixed KV cache;
+  ``step_latencies``: several of them interleaved in rotated rounds.
 - ``forward_share``: how much of a decoding call is spent outside the models' forwards.
 """
 
@@ -26,7 +28,8 @@ from tqdm import tqdm
 
 from .decoding import GenerationResult, synchronize
 
-__all__ = ["environment", "benchmark_op", "compare", "summarize", "synchronize", "step_latency", "forward_share"]
+__all__ = ["environment", "benchmark_op", "compare", "summarize", "synchronize", "step_latency", "forward_share",
+           "PooledResult", "over_prompts", "step_latencies"]
 
 
 def _cpu_name() -> str:
@@ -57,6 +60,7 @@ def environment(device: str | torch.device | None = None) -> dict:
     return {
         "env_device": device.type,
         "env_cpu": _cpu_name(),
+        "env_cpu_isa": torch.backends.cpu.get_cpu_capability(),  # kernels ATen dispatches to: AVX2, AVX512, ...
         "env_gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "",
         "env_cpu_count": os.cpu_count(),
         "env_torch_threads": torch.get_num_threads(),
@@ -111,6 +115,19 @@ class PooledResult:
             "acceptance_rate": sum(accepted) / judged if judged else float("nan"),
             "tokens_per_iteration": (sum(accepted) + len(accepted)) / len(accepted) if accepted else float("nan"),
         }
+
+
+def over_prompts(methods: Mapping[str, Callable[[torch.Tensor], object]], prompts, k=None) -> dict[str, Callable[[], PooledResult]]:
+    """Turn per-prompt decoders ``{name: fn(input_ids) -> GenerationResult}`` into ``compare``
+    methods that decode every prompt in ``prompts`` per call and return one ``PooledResult``, so a
+    speedup is measured over several prompts (alpha is strongly prompt-dependent) in one
+    interleaved run. ``k`` is recorded on the pooled rows."""
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("over_prompts needs at least one prompt; pass a non-empty list of input_ids tensors")
+    if not methods:
+        raise ValueError("methods is empty; pass a dict name -> fn(input_ids)")
+    return {name: (lambda fn=fn, name=name: PooledResult([fn(p) for p in prompts], name, k)) for name, fn in methods.items()}
 
 
 def compare(
@@ -206,6 +223,41 @@ def step_latency(model, *, context: int, tokens: int = 1, min_run_time: float = 
 
         out = benchmark_op(run, label=f"{tokens} token(s) after {context}", min_run_time=min_run_time)
     return {**out, "context": context, "tokens": tokens}
+
+
+def step_latencies(models: Mapping[str, object], *, context: int, tokens: int = 1, rounds: int = 5,
+                   min_run_time: float = 0.3, progress: bool = True, per_round: bool = False) -> pd.DataFrame:
+    """``step_latency`` of several models interleaved: ``rounds`` rounds visiting every entry in
+    rotated order (A B C, B C A, ...), so drift in the machine's speed hits all alike (one model
+    after another is not enough on a shared CPU: a slow minute makes one model look slow).
+
+    ``models`` maps a label to a model (timed at ``tokens`` new tokens) or to ``(model, tokens)``,
+    so one run can time a target's 1-token step and its (k+1)-token verifications side by side.
+    Returns one row per label, in the given order: median over rounds of the per-round median, and
+    the spread (min, max) over rounds, in seconds; with ``per_round``, the raw (label, round) rows,
+    for ratios taken within a round."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1; got {rounds}")
+    if not models:
+        raise ValueError("models is empty; pass a dict label -> model or (model, tokens)")
+    entries = {name: (m if isinstance(m, tuple) else (m, tokens)) for name, m in models.items()}
+    names = list(entries)
+    rows = []
+    bar = tqdm(total=rounds * len(names), desc="step latency (interleaved)", disable=not progress, leave=False)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            model, n = entries[name]
+            out = step_latency(model, context=context, tokens=n, min_run_time=min_run_time, seed=r)
+            rows.append({"model": name, "round": r, "tokens": n, "median_s": out["median_s"]})
+            bar.update()
+    bar.close()
+    raw = pd.DataFrame(rows)
+    if per_round:
+        return raw.assign(context=context)
+    per = raw.groupby("model", sort=False)["median_s"]
+    table = pd.DataFrame({"median_s": per.median(), "min_s": per.min(), "max_s": per.max(),
+                          "tokens": raw.groupby("model", sort=False)["tokens"].first()}).loc[names]
+    return table.assign(context=context, rounds=rounds).reset_index()
 
 
 def forward_share(fn: Callable[[], object], models: Mapping[str, torch.nn.Module], device=None) -> dict:

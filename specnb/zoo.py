@@ -1277,15 +1277,16 @@ def exported_models(layout: Layout) -> list[str]:
 
 
 def card_rows(layout: Layout, settings: TrainSettings | None = None, split: str = "test", max_tokens: float = float("inf"),
-              context: int = 128, min_run_time: float = 0.3) -> list[dict]:
+              context: int = 128, min_run_time: float = 0.3, rounds: int = 5) -> list[dict]:
     """One measured row per exported model: size, training, held-out loss/accuracy on ``split``
     (the whole split by default: a few windows of 512 tokens swing accuracy by several points),
     top-1 agreement with the target at the same positions, and 1-token decode latency after
-    ``context`` tokens here."""
+    ``context`` tokens here (``timing.step_latencies``: all models interleaved in ``rounds``
+    rotated rounds; median, with the min and max over rounds)."""
     from tqdm import tqdm
     from transformers import AutoModelForCausalLM
 
-    from .timing import step_latency
+    from .timing import step_latencies
 
     settings = replace(settings or TrainSettings(), autocast=False)
     tokens = load_split(layout, split)
@@ -1309,8 +1310,13 @@ def card_rows(layout: Layout, settings: TrainSettings | None = None, split: str 
             "budget_history": " -> ".join(info.get("budget_history", [info.get("budget", "")])),
             f"{split}_loss": metrics["loss"], f"{split}_accuracy": metrics["accuracy"],
             f"{split}_tokens": metrics["tokens"], "top1_agreement_with_target": metrics.get("agreement", float("nan")),
-            "decode_ms": 1e3 * step_latency(model, context=context, min_run_time=min_run_time)["median_s"],
         })
+    models = {name: load(name) for name in names}  # latency: every model interleaved, rotated rounds
+    latency = step_latencies(models, context=context, rounds=rounds, min_run_time=min_run_time).set_index("model")
+    for row in rows:
+        row["decode_ms"] = 1e3 * latency.loc[row["model"], "median_s"]
+        row["decode_ms_min"], row["decode_ms_max"] = 1e3 * latency.loc[row["model"], "min_s"], 1e3 * latency.loc[row["model"], "max_s"]
+        row["decode_rounds"] = rounds
     return rows
 
 
@@ -1318,7 +1324,10 @@ def write_model_card(layout: Layout, rows: list[dict], split: str = "test") -> P
     """Write ``zoo/README.md`` (atomically) from ``card_rows``."""
     manifest = json.loads(layout.manifest.read_text()) if layout.manifest.exists() else {}
     header = ["model", "params (M)", "layers", "hidden", "heads", "objective", "training tokens (M)", "training busy-min (CPU s / 2 / 60)",
-              f"{split} loss", f"{split} accuracy", "top-1 agreement with target", "decode ms (1 token)"]
+              f"{split} loss", f"{split} accuracy", "top-1 agreement with target", "decode ms (1 token)", "min–max over rounds"]
+    from .timing import environment
+
+    env = environment("cpu")
     lines = [
         "# The specnb model zoo",
         "",
@@ -1334,7 +1343,9 @@ def write_model_card(layout: Layout, rows: list[dict], split: str = "test") -> P
         "",
         f"Every number below was measured by `python -m specnb.zoo card` on held-out {split} files "
         f"({rows[0].get(f'{split}_tokens', 0):,} tokens scored, teacher-forced in windows of 512); decode latency",
-        "is one token after 128 cached tokens on this machine (`specnb.timing.step_latency`).",
+        f"is one token after 128 cached tokens on {env['env_cpu']} ({env['env_cpu_isa']} kernels, {env['env_torch_threads']} threads), every model interleaved",
+        f"in {rows[0].get('decode_rounds', '?')} rotated rounds (`specnb.timing.step_latencies`; median, and min–max over rounds);",
+        "it depends on the CPU (notebooks 01 and 03 measure it on yours).",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -1344,7 +1355,7 @@ def write_model_card(layout: Layout, rows: list[dict], split: str = "test") -> P
             r["model"], f"{r['params'] / 1e6:.2f}", str(r["layers"]), str(r["hidden"]), str(r["heads"]),
             r["objective"].replace("|", "\\|"), f"{(r['training_tokens'] or 0) / 1e6:.2f}", f"{r['training_minutes'] or float('nan'):.0f}",
             f"{r[f'{split}_loss']:.3f}", f"{r[f'{split}_accuracy']:.3f}", f"{r['top1_agreement_with_target']:.3f}",
-            f"{r['decode_ms']:.2f}",
+            f"{r['decode_ms']:.2f}", f"{r.get('decode_ms_min', float('nan')):.2f}–{r.get('decode_ms_max', float('nan')):.2f}",
         ]) + " |")
     extended = [r for r in rows if "->" in str(r.get("budget_history", ""))]
     if extended:

@@ -14,10 +14,13 @@ import torch
 import yaml
 
 import specnb.paths as paths
-from specnb.decoding import GenerationResult
+from specnb.decoding import GenerationResult, autoregressive_generate, speculative_generate
 from specnb.plotting import save_fig, set_style
 from specnb.results import append_rows, pending, read_results, result_path, write_atomic
-from specnb.timing import PooledResult, benchmark_op, compare, environment, forward_share, step_latency, summarize
+from specnb.timing import (PooledResult, benchmark_op, compare, environment, forward_share, over_prompts, step_latency,
+                           summarize)
+
+from conftest import prompts as make_prompts
 
 ROOT = Path(paths.__file__).resolve().parent.parent
 
@@ -166,7 +169,7 @@ def test_cli_bench_on_tiny_models(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "ratio_vs_autoregressive" in out.stdout
     saved = read_results(ROOT / ".specnb-quick" / "results" / "cli_test.csv")
-    assert set(saved["method"]) == {"autoregressive", "speculative", "assisted"} and "env_cpu" in saved
+    assert set(saved["method"]) == {"autoregressive", "speculative", "assisted"} and {"env_cpu", "env_cpu_isa"} <= set(saved)
     bad = subprocess.run([sys.executable, "-m", "specnb", "generate", "--k", "0"], capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "k (draft tokens per iteration) must be" in bad.stderr
 
@@ -215,3 +218,42 @@ def test_pooled_result_counts_only_tokens_out_after_the_ttft_mark():
     assisted = GenerationResult(torch.arange(10)[None], 4, "assisted", 3, seconds=2.0, ttft_seconds=0.5, ttft_tokens=4)
     row = PooledResult([plain, assisted], "pooled").summary()
     assert row["new_tokens"] == 12 and row["tokens_per_second"] == pytest.approx((5 + 2) / 3.0)
+
+
+def test_over_prompts_decodes_every_prompt_per_call_and_pools(pairs):
+    target, drafts = pairs["llama"]
+    seen = []
+    ps = make_prompts(3)
+
+    def spec(p):
+        seen.append(p.shape[1])
+        return speculative_generate(target, drafts["perturbed"], p, 6, k=2)
+
+    methods = over_prompts({"target": lambda p: autoregressive_generate(target, p, 6), "spec": spec}, ps, k=2)
+    runs = compare(methods, repeats=5, warmup=0, progress=False).set_index(["method", "repeat"])
+    assert seen == [p.shape[1] for p in ps] * 5  # every prompt, in order, once per timed call
+    assert (runs["new_tokens"] == 18).all()  # 3 prompts x 6 tokens pooled into one row
+    singles = [speculative_generate(target, drafts["perturbed"], p, 6, k=2) for p in ps]  # greedy: deterministic
+    assert (runs.loc["spec", "target_calls"] == sum(r.target_calls for r in singles)).all()
+    assert (runs.loc["spec", "k"] == 2).all()
+    with pytest.raises(ValueError, match="at least one prompt"):
+        over_prompts({"target": spec}, [])
+
+
+def test_step_latencies_rotates_models_and_takes_medians_over_rounds(monkeypatch):
+    import specnb.timing as timing
+
+    calls, fake = [], {"a": [3.0, 1.0, 2.0, 9.0, 2.0], "b": [5.0] * 5, "c": [1.0, 1.0, 4.0, 1.0, 1.0]}
+
+    def step(model, *, context, tokens, min_run_time, seed):
+        calls.append(model)
+        return {"median_s": fake[model][seed]}
+
+    monkeypatch.setattr(timing, "step_latency", step)
+    table = timing.step_latencies({"a": "a", "b": "b", "c": "c"}, context=8, rounds=5, progress=False).set_index("model")
+    assert calls[:9] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]  # rotated each round
+    assert list(table.index) == ["a", "b", "c"]
+    assert table.loc["a", "median_s"] == 2.0 and table.loc["a", "min_s"] == 1.0 and table.loc["a", "max_s"] == 9.0
+    assert table.loc["c", "median_s"] == 1.0 and (table["rounds"] == 5).all()
+    with pytest.raises(ValueError, match="rounds"):
+        timing.step_latencies({"a": "a"}, context=8, rounds=0)

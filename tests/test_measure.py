@@ -242,3 +242,22 @@ def test_format_correlation_reads_one_row_and_rejects_missing_ones():
     assert format_correlation(corr, "accuracy", method="pearson") == "-0.10 [-0.50, +0.30]"
     with pytest.raises(ValueError, match="no single spearman row"):
         format_correlation(corr, "perplexity")
+
+
+def test_pair_costs_takes_ratios_within_rounds(monkeypatch):
+    """A slow spell that lands on one round's target step must not move c or the verify cost: each
+    ratio is the median of per-round ratios of steps timed interleaved."""
+    import specnb.timing as timing
+
+    target, draft = tiny_model("llama", layers=1, seed=1), tiny_model("llama", layers=1, seed=2)
+    speed = [1.0, 1.0, 3.0, 1.0, 1.0]  # round 2 runs 3x slower for everything
+
+    def step(model, *, context, tokens, min_run_time, seed):
+        base = 0.001 if model is draft else 0.010 * (1 + 0.1 * (tokens - 1))
+        return {"median_s": base * speed[seed]}
+
+    monkeypatch.setattr(timing, "step_latency", step)
+    costs = pair_costs(target, draft, context=8, ks=[1, 4], rounds=5).set_index("k")
+    assert costs.loc[1, "c"] == pytest.approx(0.1) and costs.loc[4, "c"] == pytest.approx(0.1)
+    assert costs.loc[1, "verify_cost"] == pytest.approx(1.1) and costs.loc[4, "verify_cost"] == pytest.approx(1.4)
+    assert costs.loc[4, "target_step_s"] == pytest.approx(0.010)

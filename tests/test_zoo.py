@@ -277,12 +277,13 @@ def test_model_card_is_measured(prepared):
                                                   budget_tokens=2 * 64)):
         if not zoo.is_finished(layout, spec.name):
             zoo.train_group([spec], layout, settings)
-    rows = zoo.card_rows(layout, settings, split="validation", max_tokens=256, context=8, min_run_time=0.01)
+    rows = zoo.card_rows(layout, settings, split="validation", max_tokens=256, context=8, min_run_time=0.01, rounds=2)
     by_name = {r["model"]: r for r in rows}
     assert list(by_name)[0] == "target" and {"target", "dx"} <= set(by_name)
     assert by_name["target"]["top1_agreement_with_target"] == 1.0
     assert 0 <= by_name["dx"]["top1_agreement_with_target"] <= 1
     assert all(r["decode_ms"] > 0 and 0 <= r["validation_accuracy"] <= 1 for r in rows)
+    assert all(r["decode_ms_min"] <= r["decode_ms"] <= r["decode_ms_max"] and r["decode_rounds"] == 2 for r in rows)
     text = zoo.write_model_card(layout, rows, split="validation").read_text()
     assert "| target |" in text and "| dx |" in text and "validation accuracy" in text
     table = [line for line in text.splitlines() if line.startswith("|")]
