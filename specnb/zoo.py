@@ -1286,7 +1286,7 @@ def card_rows(layout: Layout, settings: TrainSettings | None = None, split: str 
     from tqdm import tqdm
     from transformers import AutoModelForCausalLM
 
-    from .timing import step_latencies
+    from .timing import environment, step_latencies
 
     settings = replace(settings or TrainSettings(), autocast=False)
     tokens = load_split(layout, split)
@@ -1295,10 +1295,10 @@ def card_rows(layout: Layout, settings: TrainSettings | None = None, split: str 
         raise ValueError(f"no exported models in {layout.zoo}; build them with `python -m specnb.zoo build`")
     load = lambda n: AutoModelForCausalLM.from_pretrained(str(layout.zoo / n), dtype=torch.float32).eval()  # noqa: E731
     reference = None
-    rows = []
+    rows, models = [], {}
     for name in tqdm(names, desc=f"card ({split})"):  # target first: its predictions are the reference
         info = json.loads((layout.zoo / name / "training.json").read_text())
-        model = load(name)
+        model = models[name] = load(name)
         metrics = evaluate(model, tokens, settings, max_tokens, reference=reference)
         if name == "target":
             reference = metrics["predictions"]
@@ -1311,12 +1311,12 @@ def card_rows(layout: Layout, settings: TrainSettings | None = None, split: str 
             f"{split}_loss": metrics["loss"], f"{split}_accuracy": metrics["accuracy"],
             f"{split}_tokens": metrics["tokens"], "top1_agreement_with_target": metrics.get("agreement", float("nan")),
         })
-    models = {name: load(name) for name in names}  # latency: every model interleaved, rotated rounds
     latency = step_latencies(models, context=context, rounds=rounds, min_run_time=min_run_time).set_index("model")
+    env = environment("cpu")  # where the latencies were taken, carried by every row
     for row in rows:
-        row["decode_ms"] = 1e3 * latency.loc[row["model"], "median_s"]
-        row["decode_ms_min"], row["decode_ms_max"] = 1e3 * latency.loc[row["model"], "min_s"], 1e3 * latency.loc[row["model"], "max_s"]
-        row["decode_rounds"] = rounds
+        lat = latency.loc[row["model"]]
+        row.update(decode_ms=1e3 * lat["median_s"], decode_ms_min=1e3 * lat["min_s"], decode_ms_max=1e3 * lat["max_s"],
+                   decode_rounds=rounds, **env)
     return rows
 
 
@@ -1325,9 +1325,7 @@ def write_model_card(layout: Layout, rows: list[dict], split: str = "test") -> P
     manifest = json.loads(layout.manifest.read_text()) if layout.manifest.exists() else {}
     header = ["model", "params (M)", "layers", "hidden", "heads", "objective", "training tokens (M)", "training busy-min (CPU s / 2 / 60)",
               f"{split} loss", f"{split} accuracy", "top-1 agreement with target", "decode ms (1 token)", "min–max over rounds"]
-    from .timing import environment
-
-    env = environment("cpu")
+    env = rows[0]
     lines = [
         "# The specnb model zoo",
         "",
@@ -1344,7 +1342,7 @@ def write_model_card(layout: Layout, rows: list[dict], split: str = "test") -> P
         f"Every number below was measured by `python -m specnb.zoo card` on held-out {split} files "
         f"({rows[0].get(f'{split}_tokens', 0):,} tokens scored, teacher-forced in windows of 512); decode latency",
         f"is one token after 128 cached tokens on {env['env_cpu']} ({env['env_cpu_isa']} kernels, {env['env_torch_threads']} threads), every model interleaved",
-        f"in {rows[0].get('decode_rounds', '?')} rotated rounds (`specnb.timing.step_latencies`; median, and min–max over rounds);",
+        f"in {env['decode_rounds']} rotated rounds (`specnb.timing.step_latencies`; median, and min–max over rounds);",
         "it depends on the CPU (notebooks 01 and 03 measure it on yours).",
         "",
         "| " + " | ".join(header) + " |",
@@ -1355,7 +1353,7 @@ def write_model_card(layout: Layout, rows: list[dict], split: str = "test") -> P
             r["model"], f"{r['params'] / 1e6:.2f}", str(r["layers"]), str(r["hidden"]), str(r["heads"]),
             r["objective"].replace("|", "\\|"), f"{(r['training_tokens'] or 0) / 1e6:.2f}", f"{r['training_minutes'] or float('nan'):.0f}",
             f"{r[f'{split}_loss']:.3f}", f"{r[f'{split}_accuracy']:.3f}", f"{r['top1_agreement_with_target']:.3f}",
-            f"{r['decode_ms']:.2f}", f"{r.get('decode_ms_min', float('nan')):.2f}–{r.get('decode_ms_max', float('nan')):.2f}",
+            f"{r['decode_ms']:.2f}", f"{r['decode_ms_min']:.2f}–{r['decode_ms_max']:.2f}",
         ]) + " |")
     extended = [r for r in rows if "->" in str(r.get("budget_history", ""))]
     if extended:
@@ -1402,11 +1400,10 @@ def main(argv: list[str] | None = None) -> int:
         rows = card_rows(layout)
         print(f"[zoo] model card: {write_model_card(layout, rows)}")
         from .results import append_rows, result_path
-        from .timing import environment
 
         # the committed zoo's table lives with the other results; another zoo's stays inside it
         table = result_path("zoo_card") if layout.zoo == ZOO else layout.zoo / "zoo_card.csv"
-        append_rows(table, [{**r, **environment("cpu")} for r in rows], key=["model"])
+        append_rows(table, rows, key=["model"])  # rows carry their environment stamp
         print(f"[zoo] card table: {table}")
     elif args.command == "corpus":
         manifest = prepare_corpus(layout)

@@ -15,6 +15,7 @@ import torch
 
 from specnb import zoo
 from specnb.paths import ROOT
+from specnb.timing import environment
 
 STDLIB_SAMPLES = ("textwrap.py", "shlex.py", "fnmatch.py", "colorsys.py", "bisect.py", "keyword.py")
 
@@ -286,6 +287,7 @@ def test_model_card_is_measured(prepared):
     assert all(r["decode_ms_min"] <= r["decode_ms"] <= r["decode_ms_max"] and r["decode_rounds"] == 2 for r in rows)
     text = zoo.write_model_card(layout, rows, split="validation").read_text()
     assert "| target |" in text and "| dx |" in text and "validation accuracy" in text
+    assert f"{rows[0]['env_cpu_isa']} kernels" in text and "in 2 rotated rounds" in text  # where latency was taken
     table = [line for line in text.splitlines() if line.startswith("|")]
     cells = {len(re.split(r"(?<!\\)\|", line)) for line in table}
     assert len(cells) == 1, f"a row's cell count differs from the header's (unescaped '|' in a cell?): {cells}"
@@ -404,7 +406,8 @@ def test_extended_model_records_every_budget_it_trained_under(prepared):
     assert torch.load(zoo.checkpoint_path(layout, "ext"), weights_only=False)["budgets"] == ["256 tok", "384 tok"]
     row = {"model": "ext", "params": 1, "layers": 2, "hidden": 32, "heads": 2, "objective": "CE", "training_tokens": 384,
            "training_minutes": 0.1, "test_loss": 5.0, "test_accuracy": 0.1, "test_tokens": 64,
-           "top1_agreement_with_target": 1.0, "decode_ms": 1.0, "budget_history": "256 tok -> 384 tok"}
+           "top1_agreement_with_target": 1.0, "decode_ms": 1.0, "decode_ms_min": 0.9, "decode_ms_max": 1.2, "decode_rounds": 5,
+           "budget_history": "256 tok -> 384 tok", **environment("cpu")}
     card = zoo.write_model_card(layout, [row]).read_text()
     assert "- ext: 256 tok → 384 tok" in card
 
