@@ -1,11 +1,12 @@
 """specnb: a research workbook on speculative decoding, as a tested, importable package.
 
-Modules, one concern each: ``decoding`` (autoregressive, speculative, HF assisted loops),
-``timing`` (honest measurement), ``theory`` (Leviathan et al. 2023), ``models`` (construction and
-loading), ``results`` (tidy CSV), ``plotting`` (figures), ``paths`` (where things live).
+Folders are concerns and imports point one way: ``generate`` (decoding loops, steps, sampling,
+schedules, theory) ← ``bench``-level modules (``timing``, ``latency``, ``planner``, ``measure``)
+← ``zoo``, ``pruning``, ``timeseries`` ← the notebooks. Shared pieces: ``atomic`` (atomic
+writes), ``paths``, ``results`` (tidy CSV), ``plotting``, ``models``, ``stack`` (the lock).
 """
 
-from .decoding import GenerationResult, assisted_generate, autoregressive_generate, speculative_generate
+from .generate import GenerationResult, assisted_generate, autoregressive_generate, speculative_generate
 
 __version__ = "0.1.0"
 

@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from .decoding import assisted_generate, autoregressive_generate, speculative_generate
+from .generate import assisted_generate, autoregressive_generate, speculative_generate
 from .models import load_spec
 from .results import append_rows, result_path
 from .timing import compare, environment, summarize

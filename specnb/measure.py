@@ -28,39 +28,13 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .decoding import autoregressive_generate, speculative_generate
-from .theory import walltime_speedup
-from .timing import step_latencies
+from .generate import assisted_generate, autoregressive_generate, judged_tokens, speculative_generate
+from .generate.theory import walltime_speedup
+from .timing import compare, forward_share, over_prompts, step_latencies, summarize
+from .zoo.heldout import corpus_tokens, heldout_prompts, heldout_windows
 
 __all__ = ["format_correlation", "heldout_prompts", "greedy_identity", "sampling_histograms", "total_variation", "pair_costs", "predict_speedup",
            "corpus_tokens", "heldout_windows", "draft_quality", "acceptance", "sps_vs_asg", "correlate"]
-
-
-def heldout_prompts(tokenizer, n: int, length: int = 64, seed: int = 0, split: str = "test") -> list[torch.Tensor]:
-    """``n`` prompts of ``length`` tokens, (1, length) each, cut at seeded offsets from distinct
-    files of the zoo corpus's held-out ``split`` of the running interpreter's standard library."""
-    import random
-
-    from .zoo import list_stdlib_files, split_of, stdlib_dir
-
-    if n < 1 or length < 1:
-        raise ValueError(f"n and length must be >= 1; got n={n}, length={length}")
-    root = stdlib_dir()
-    files = [f for f in list_stdlib_files(root) if split_of(f) == split]
-    random.Random(seed).shuffle(files)
-    prompts = []
-    for rel in files:
-        try:
-            ids = tokenizer((root / rel).read_text(encoding="utf-8"), verbose=False).input_ids  # whole files: no length warning
-        except (UnicodeDecodeError, OSError):
-            continue
-        if len(ids) < 2 * length:
-            continue
-        start = random.Random(f"{seed}:{rel}").randrange(0, len(ids) - length)
-        prompts.append(torch.tensor([ids[start : start + length]]))
-        if len(prompts) == n:
-            return prompts
-    raise ValueError(f"only {len(prompts)} {split} files hold {2 * length}+ tokens; ask for fewer or shorter prompts")
 
 
 def greedy_identity(target, draft, prompts: Sequence[torch.Tensor], ks: Iterable[int], max_new_tokens: int,
@@ -142,46 +116,6 @@ def predict_speedup(alpha: float, costs: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def corpus_tokens(tokenizer, *, split: str = "test", max_tokens: int = 200_000, seed: int = 0) -> np.ndarray:
-    """Up to ``max_tokens`` tokens of one split of the zoo's corpus (the running interpreter's
-    standard library, split by file with ``zoo.split_of``), files in a seeded order, each file's
-    tokens followed by the end-of-text id. Needs no cache: any machine with Python can rebuild it."""
-    import random
-
-    from .zoo import list_stdlib_files, split_of, stdlib_dir
-
-    if max_tokens < 1:
-        raise ValueError(f"max_tokens must be >= 1; got {max_tokens}")
-    root = stdlib_dir()
-    files = [f for f in list_stdlib_files(root) if split_of(f) == split]
-    if not files:
-        raise ValueError(f"no {split!r} files in {root}; splits are 'train', 'validation' and 'test'")
-    random.Random(seed).shuffle(files)
-    eot = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
-    out, total = [], 0
-    for rel in files:
-        try:
-            ids = tokenizer((root / rel).read_text(encoding="utf-8"), verbose=False).input_ids + [eot]
-        except (UnicodeDecodeError, OSError):
-            continue
-        out.append(np.asarray(ids[: max_tokens - total], dtype=np.int64))
-        total += len(out[-1])
-        if total >= max_tokens:
-            break
-    return np.concatenate(out)
-
-
-def heldout_windows(tokens: np.ndarray, *, seq_len: int = 256, max_tokens: int = 8192) -> torch.Tensor:
-    """Non-overlapping ``seq_len + 1`` windows spread evenly over a token array: (n, seq_len + 1)."""
-    if seq_len < 1 or max_tokens < seq_len:
-        raise ValueError(f"need 1 <= seq_len <= max_tokens; got seq_len={seq_len}, max_tokens={max_tokens}")
-    available = (len(tokens) - 1) // seq_len
-    if available < 1:
-        raise ValueError(f"{len(tokens)} tokens hold no window of {seq_len + 1}; use a shorter seq_len")
-    picks = np.unique(np.linspace(0, available - 1, min(available, max_tokens // seq_len)).round().astype(int))
-    return torch.from_numpy(np.stack([np.asarray(tokens[i * seq_len:i * seq_len + seq_len + 1], dtype=np.int64) for i in picks]))
-
-
 @torch.inference_mode()
 def _logits(model, x: torch.Tensor, batch: int) -> torch.Tensor:
     return torch.cat([model(input_ids=x[i:i + batch].to(model.device)).logits.float().cpu() for i in range(0, len(x), batch)])
@@ -239,7 +173,7 @@ def acceptance(target, drafts: dict, prompts: Sequence[torch.Tensor], *, k: int,
             out = speculative_generate(target, draft, ids, new_tokens, k=k, do_sample=do_sample,
                                        temperature=temperature, generator=gen)
             acc += sum(out.accepted)
-            judged += sum(a + (a < p) for a, p in zip(out.accepted, out.proposed))
+            judged += judged_tokens(out.accepted, out.proposed)
             iters += len(out.accepted)
         rows.append({"model": name, "k": k, "sampled": do_sample, "alpha": acc / judged if judged else float("nan"),
                      "tau": (acc + iters) / iters if iters else float("nan"), "judged": judged, "iterations": iters})
@@ -256,9 +190,6 @@ def sps_vs_asg(target, pairs: dict, prompts: Sequence[torch.Tensor], *, new_toke
     of decode tokens/s to target greedy and its quartiles, alpha and tokens/s; and one row per
     (draft, implementation) of ``timing.forward_share`` on the first prompt: seconds inside the
     target's and the draft's forwards and outside them (the loop), with the outside share."""
-    from .decoding import assisted_generate
-    from .timing import compare, forward_share, over_prompts, summarize
-
     if not pairs:
         raise ValueError("sps_vs_asg needs at least one pair: {name: (draft, k)}")
     impls = {"SpS": speculative_generate, "AsG": assisted_generate}

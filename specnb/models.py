@@ -14,7 +14,9 @@ from __future__ import annotations
 import copy
 
 import torch
+
 from transformers import (
+    AutoModelForCausalLM,
     GPT2Config,
     GPT2LMHeadModel,
     GPTNeoXConfig,
@@ -27,19 +29,31 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-__all__ = ["TINY_FAMILIES", "HUB_FAMILIES", "tiny_model", "perturbed_copy", "truncated_copy", "load_spec", "load_model", "load_tokenizer", "load_family", "zoo_models", "describe", "SIZE_LADDERS"]
+from . import paths
+
+__all__ = ["TINY_FAMILIES", "llama_config", "count_parameters", "HUB_FAMILIES", "tiny_model", "perturbed_copy", "truncated_copy", "load_spec", "load_model", "load_tokenizer", "load_family", "zoo_models", "describe", "SIZE_LADDERS"]
 
 TINY_FAMILIES = ("llama", "gpt2", "gpt_neox", "opt", "qwen2")
+
+
+def llama_config(*, hidden: int, layers: int, heads: int, ffn: int, vocab_size: int, head_dim: int | None = None,
+                 kv_heads: int | None = None, max_positions: int = 1024, tie: bool = True, **special) -> LlamaConfig:
+    """A ``LlamaConfig`` (Touvron et al. 2023: RMSNorm, SwiGLU, RoPE with theta 10^4): ``heads``
+    query heads of ``head_dim`` (default hidden / heads), ``kv_heads`` key/value heads (default
+    MHA), tied input/output embeddings unless ``tie=False``; ``special``: token ids and other
+    config fields (bos_token_id, eos_token_id, pad_token_id, initializer_range, ...)."""
+    extra = {"head_dim": head_dim} if head_dim is not None else {}
+    return LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=ffn, num_hidden_layers=layers,
+                       num_attention_heads=heads, num_key_value_heads=kv_heads or heads, max_position_embeddings=max_positions,
+                       tie_word_embeddings=tie, use_cache=True, rope_theta=10000.0, **extra, **special)
 
 
 def _tiny_config(family: str, vocab_size: int, hidden: int, layers: int, heads: int, max_positions: int, init_std: float):
     special = dict(bos_token_id=0, eos_token_id=1, pad_token_id=1)
     if family == "llama":
-        return LlamaForCausalLM, LlamaConfig(
-            vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-            num_attention_heads=heads, num_key_value_heads=max(1, heads // 2), max_position_embeddings=max_positions,
-            initializer_range=init_std, **special,
-        )
+        return LlamaForCausalLM, llama_config(hidden=hidden, layers=layers, heads=heads, ffn=2 * hidden, vocab_size=vocab_size,
+                                              kv_heads=max(1, heads // 2), max_positions=max_positions, tie=False,
+                                              initializer_range=init_std, **special)
     if family == "qwen2":
         return Qwen2ForCausalLM, Qwen2Config(
             vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
@@ -202,9 +216,7 @@ SIZE_LADDERS: dict[str, tuple[str, list[str]]] = {
 
 
 def _zoo_dir():
-    from .paths import ZOO
-
-    return ZOO
+    return paths.ZOO  # read at call time, so a changed paths.ZOO is seen
 
 
 def zoo_models() -> list[str]:
@@ -307,6 +319,16 @@ def load_tokenizer(name: str):
 
     path, _ = resolve(name)
     return AutoTokenizer.from_pretrained(path)
+
+
+def count_parameters(model_or_config) -> int:
+    """Distinct parameters of a model (tied embeddings once), or of the causal LM a Hugging Face
+    config builds (built on the meta device: no memory used)."""
+    if isinstance(model_or_config, torch.nn.Module):
+        return sum(p.numel() for p in model_or_config.parameters())
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(model_or_config)
+    return sum(p.numel() for p in model.parameters())
 
 
 def describe(models: dict) -> "pd.DataFrame":

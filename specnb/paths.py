@@ -8,7 +8,8 @@ Two profiles, chosen by the environment variable ``SPECNB_PROFILE``:
   results and figures go to ``.specnb-quick/`` (git-ignored), so a test run never overwrites a
   committed full-profile artefact.
 
-``SPECNB_ROOT`` overrides the project root (useful when specnb is installed outside a checkout).
+``SPECNB_ROOT`` overrides the project root (useful when specnb is installed outside a checkout);
+``SPECNB_QUICK_DIR`` the quick profile's folder (tests point it at their own temporary folder).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ DATA: Path = ROOT / "data"
 ZOO: Path = DATA / "zoo"
 FIGURES: Path = ROOT / "figures"
 NOTEBOOKS: Path = ROOT / "notebooks"
-QUICK: Path = ROOT / ".specnb-quick"
+QUICK: Path = Path(os.environ["SPECNB_QUICK_DIR"]) if os.environ.get("SPECNB_QUICK_DIR") else ROOT / ".specnb-quick"
 
 
 def profile() -> str:

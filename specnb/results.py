@@ -3,13 +3,12 @@ sweep after an interruption without losing or duplicating rows."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pandas as pd
 
+from .atomic import write_csv
 from .paths import results_dir
 
 __all__ = ["result_path", "read_results", "append_rows", "write_atomic", "pending"]
@@ -30,17 +29,7 @@ def read_results(path: str | Path) -> pd.DataFrame:
 
 def write_atomic(frame: pd.DataFrame, path: str | Path) -> None:
     """Write ``frame`` to ``path`` so a reader never sees a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            frame.to_csv(f, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_csv(frame, path)
 
 
 def append_rows(path: str | Path, rows: Iterable[Mapping] | pd.DataFrame, key: list[str] | None = None) -> pd.DataFrame:

@@ -26,10 +26,19 @@ import torch
 import torch.utils.benchmark as tbench
 from tqdm import tqdm
 
-from .decoding import GenerationResult, synchronize
+from .hooks import ForwardTimer
+from .generate import GenerationResult, judged_tokens, synchronize
+from .generate.forward import crop, forward, new_cache
 
-__all__ = ["environment", "benchmark_op", "compare", "summarize", "synchronize", "step_latency", "forward_share",
+__all__ = ["rotated", "environment", "benchmark_op", "compare", "summarize", "synchronize", "step_latency", "forward_share",
            "PooledResult", "over_prompts", "step_latencies"]
+
+
+def rotated(items: list, r: int) -> list:
+    """``items`` started at position r (mod len): round r of a rotated interleaving (A B C, B C A, ...),
+    so every item runs first, middle and last equally often and drift hits all alike."""
+    r %= len(items)
+    return items[r:] + items[:r]
 
 
 def _cpu_name() -> str:
@@ -104,7 +113,7 @@ class PooledResult:
         decode_s = sum(r.seconds - r.ttft_seconds for r in rs)
         accepted = [a for r in rs for a in r.accepted]
         proposed = [p for r in rs for p in r.proposed]
-        judged = sum(a + (a < p) for a, p in zip(accepted, proposed))
+        judged = judged_tokens(accepted, proposed)
         calls = sum(r.target_calls for r in rs)
         return {
             "method": self.method, "k": self.k, "new_tokens": sum(r.num_new_tokens for r in rs),
@@ -153,7 +162,7 @@ def compare(
     rows = []
     bar = tqdm(total=repeats * len(names), desc="interleaved timing", disable=not progress, leave=False)
     for r in range(repeats):
-        order = names[r % len(names):] + names[: r % len(names)]
+        order = rotated(names, r)
         for name in order:
             synchronize(device)
             start = time.perf_counter()
@@ -205,8 +214,6 @@ def step_latency(model, *, context: int, tokens: int = 1, min_run_time: float = 
 
     The cache is filled once; each timed call runs the forward and crops the cache back, so every
     repeat sees the same context. Timed with ``torch.utils.benchmark`` (warm-up, CUDA sync)."""
-    from .decoding import crop, forward, new_cache
-
     if context < 1 or tokens < 1:
         raise ValueError(f"context and tokens must be >= 1; got context={context}, tokens={tokens}")
     gen = torch.Generator().manual_seed(seed)
@@ -245,7 +252,7 @@ def step_latencies(models: Mapping[str, object], *, context: int, tokens: int = 
     rows = []
     bar = tqdm(total=rounds * len(names), desc="step latency (interleaved)", disable=not progress, leave=False)
     for r in range(rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
+        for name in rotated(names, r):
             model, n = entries[name]
             out = step_latency(model, context=context, tokens=n, min_run_time=min_run_time, seed=r)
             rows.append({"model": name, "round": r, "tokens": n, "median_s": out["median_s"]})
@@ -265,28 +272,9 @@ def forward_share(fn: Callable[[], object], models: Mapping[str, torch.nn.Module
     ``models`` and time outside them (the decoding loop's own overhead: sampling, bookkeeping,
     cache cropping, Python). Syncs the device around every forward, so use it to attribute time,
     not to time the loop."""
-    inside = {name: 0.0 for name in models}
-    starts: dict[str, float] = {}
-    handles = []
-    for name, model in models.items():
-        def pre(module, args, name=name):
-            synchronize(device)
-            starts[name] = time.perf_counter()
-
-        def post(module, args, output, name=name):
-            synchronize(device)
-            inside[name] += time.perf_counter() - starts.pop(name)
-
-        handles += [model.register_forward_pre_hook(pre), model.register_forward_hook(post)]
-    try:
-        synchronize(device)
-        t0 = time.perf_counter()
+    with ForwardTimer(models, device) as timer:
         fn()
-        synchronize(device)
-        total = time.perf_counter() - t0
-    finally:
-        for h in handles:
-            h.remove()
+    total, inside = timer.total, {name: timer.seconds(name) for name in models}
     outside = total - sum(inside.values())
     return {"total_s": total, **{f"{n}_forward_s": s for n, s in inside.items()}, "outside_s": outside,
             "outside_share": outside / total if total > 0 else float("nan")}

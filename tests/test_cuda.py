@@ -8,7 +8,7 @@ greedy speculative output equals the target's own greedy ``generate`` on the dev
 import pytest
 import torch
 
-from specnb.decoding import assisted_generate, autoregressive_generate, speculative_generate
+from specnb.generate import assisted_generate, autoregressive_generate, speculative_generate
 from specnb.models import load_model, perturbed_copy, tiny_model
 from specnb.timing import compare, forward_share, step_latency, summarize
 

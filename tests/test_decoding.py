@@ -3,16 +3,11 @@
 import pytest
 import torch
 
-from specnb.decoding import assisted_generate, autoregressive_generate, speculative_generate
+from specnb.generate import assisted_generate, autoregressive_generate, speculative_generate
 
-from conftest import FAMILIES, prompts
+from conftest import FAMILIES, hf_greedy, prompts
 
 N_NEW = 20
-
-
-def hf_greedy(model, ids, n, eos=None):
-    return model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
-                          eos_token_id=eos, pad_token_id=0)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -145,13 +140,13 @@ def test_assisted_restores_generation_config(pairs):
 
 
 def test_result_statistics():
-    from specnb.decoding import GenerationResult
+    from specnb.generate import GenerationResult
 
-    r = GenerationResult(torch.arange(10)[None], 4, "speculative", 3, accepted=[3, 1, 0, 2], proposed=[3, 3, 3, 2],
+    r = GenerationResult(sequences=torch.arange(10)[None], prompt_length=4, method="speculative", k=3, accepted=[3, 1, 0, 2], proposed=[3, 3, 3, 2],
                          target_calls=5, draft_calls=12, seconds=2.0, ttft_seconds=0.5)
     assert r.num_new_tokens == 6
     assert r.tokens_per_second == pytest.approx(5 / 1.5)
-    late = GenerationResult(torch.arange(10)[None], 4, "assisted", 3, seconds=2.0, ttft_seconds=0.5, ttft_tokens=4)
+    late = GenerationResult(sequences=torch.arange(10)[None], prompt_length=4, method="assisted", k=3, seconds=2.0, ttft_seconds=0.5, ttft_tokens=4)
     assert late.decode_tokens == 2 and late.tokens_per_second == pytest.approx(2 / 1.5)  # tokens out at TTFT not counted
     assert r.end_to_end_tokens_per_second == pytest.approx(3.0)
     assert r.mean_accepted_tokens == pytest.approx(6 / 5)
@@ -159,3 +154,40 @@ def test_result_statistics():
     assert r.acceptance_rate == pytest.approx(6 / 8)
     # position 1: reached 4, accepted 3; position 2: reached 3 (n>=1), accepted 2; position 3: reached 1 (n>=2 and p>=3), accepted 1
     assert r.per_position_acceptance == pytest.approx([3 / 4, 2 / 3, 1 / 1])
+
+
+class RepeatLast:
+    """A draft-free source (no model): proposes the last token k times, greedily."""
+
+    calls = 0
+
+    def __init__(self):
+        self.accepted = []
+
+    def prefill(self, prompt):
+        pass
+
+    def propose(self, seq, k):
+        return torch.tensor([seq[-1]] * k), None
+
+    def accept(self, n, length):
+        self.accepted.append((n, length))
+
+
+@pytest.mark.parametrize("backend", ["eager", "static"])
+def test_any_draft_source_plugs_into_the_one_loop(pairs, backend):
+    """``speculative_decode`` takes any object with prefill / propose / accept: target greedy
+    tokens whatever it proposes, told every outcome, no draft forwards counted."""
+    from specnb.generate import ConstantK, speculative_decode
+    from specnb.generate.steps import make_steps
+
+    target, _ = pairs["llama"]
+    ids = prompts(1, seed=3)[0]
+    step, _, _ = make_steps(target, None, backend, ids.shape[1] + N_NEW, 3)
+    source = RepeatLast()
+    fields = speculative_decode(step, source, ids, N_NEW, ConstantK(3), do_sample=False, temperature=1.0,
+                                eos_token_id=None, generator=None)
+    assert fields["seq"] == hf_greedy(target, ids, N_NEW)[0].tolist()
+    assert fields["draft_calls"] == 0 and len(source.accepted) == len(fields["accepted"]) > 0
+    assert [n for n, _ in source.accepted] == fields["accepted"]
+    assert fields["target_calls"] == 1 + len(fields["accepted"]) + fields["sources"].count("target") - 1

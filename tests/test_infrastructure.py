@@ -1,21 +1,19 @@
 """paths, results, plotting, timing, the notebook runner, the CLI and packaging."""
 
 import os
-import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 import specnb.paths as paths
-from specnb.decoding import GenerationResult, autoregressive_generate, speculative_generate
+from specnb.generate import GenerationResult, autoregressive_generate, cache_argument, speculative_generate
 from specnb.plotting import save_fig, set_style
+from specnb.stack import read_lock, stack_problems
 from specnb.results import append_rows, pending, read_results, result_path, write_atomic
 from specnb.timing import (PooledResult, benchmark_op, compare, environment, forward_share, over_prompts, step_latency,
                            summarize)
@@ -104,7 +102,8 @@ def test_save_fig_writes_png_and_svg_and_closes(tmp_path):
 def _fake(method, calls):
     def run():
         calls.append(method)
-        return GenerationResult(torch.arange(6)[None], 2, method, None, [], [], 4, 0, 1.0 + len(calls) / 100, 0.1)
+        return GenerationResult(sequences=torch.arange(6)[None], prompt_length=2, method=method, target_calls=4,
+                                seconds=1.0 + len(calls) / 100, ttft_seconds=0.1)
     return run
 
 
@@ -140,7 +139,8 @@ def test_step_latency_keeps_context_fixed():
 
     m = tiny_model("llama", layers=1, hidden=32)
     calls = []
-    h = m.register_forward_pre_hook(lambda mod, args, kw: calls.append(kw["past_key_values"].get_seq_length()), with_kwargs=True)
+    name = cache_argument(type(m))  # "cache" (transformers >= 5.24) or "past_key_values"
+    h = m.register_forward_pre_hook(lambda mod, args, kw: calls.append(kw[name].get_seq_length()), with_kwargs=True)
     out = step_latency(m, context=7, tokens=3, min_run_time=0.01)
     h.remove()
     assert out["median_s"] > 0 and out["context"] == 7 and out["tokens"] == 3
@@ -150,7 +150,7 @@ def test_step_latency_keeps_context_fixed():
 
 
 def test_forward_share_attributes_time():
-    from specnb.decoding import speculative_generate
+    from specnb.generate import speculative_generate
     from specnb.models import tiny_model
 
     t, d = tiny_model("llama", layers=2), tiny_model("llama", layers=1, seed=3)
@@ -161,6 +161,7 @@ def test_forward_share_attributes_time():
 
 
 # ---------------------------------------------------------------- CLI and notebook runner
+@pytest.mark.slow
 def test_cli_bench_on_tiny_models(tmp_path):
     env = dict(os.environ, SPECNB_PROFILE="quick", OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "specnb", "bench", "--target", "tiny:llama:layers=2:hidden=32", "--draft", "copy:noise=0.1",
@@ -168,7 +169,7 @@ def test_cli_bench_on_tiny_models(tmp_path):
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "ratio_vs_autoregressive" in out.stdout
-    saved = read_results(ROOT / ".specnb-quick" / "results" / "cli_test.csv")
+    saved = read_results(tmp_path / "quick" / "results" / "cli_test.csv")  # SPECNB_QUICK_DIR (conftest)
     assert set(saved["method"]) == {"autoregressive", "speculative", "assisted"} and {"env_cpu", "env_cpu_isa"} <= set(saved)
     bad = subprocess.run([sys.executable, "-m", "specnb", "generate", "--k", "0"], capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "k (draft tokens per iteration) must be" in bad.stderr
@@ -190,19 +191,28 @@ def test_notebook_runner_executes_in_place(tmp_path):
 
 
 # ---------------------------------------------------------------- packaging
-def _name(req: str) -> str:
-    name = re.split(r"[<>=!~ \[]", req.strip(), maxsplit=1)[0].lower()
-    return {"pytorch": "torch"}.get(name, name)
+def test_lock_pyproject_and_environment_yml_agree():
+    assert stack_problems(ROOT) == []
+    lock = read_lock(ROOT / "requirements.lock")
+    assert lock["torch"] == "2.13.0" and lock["transformers"] == "5.23.0"  # the stack the notebooks ran on
+    assert not any(name.startswith("nvidia-") for name in lock)  # the CPU build's dependency set
 
 
-def test_environment_yml_matches_pyproject():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    pip_side = {_name(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]}
-    env = yaml.safe_load((ROOT / "environment.yml").read_text())
-    conda_side = {_name(d) for d in env["dependencies"] if isinstance(d, str)} - {"python", "pip"}
-    assert conda_side == pip_side
-    assert env["channels"] == ["conda-forge"]
-    assert {"-e ."} == set(next(d for d in env["dependencies"] if isinstance(d, dict))["pip"])
+def test_stack_problems_name_each_disagreement(tmp_path):
+    for name in ("pyproject.toml", "requirements.in", "requirements.lock", "environment.yml"):
+        (tmp_path / name).write_text((ROOT / name).read_text())
+    lock = (tmp_path / "requirements.lock").read_text()
+    (tmp_path / "requirements.lock").write_text(lock.replace("transformers==5.23.0", "transformers==4.57.6")
+                                                .replace("\nseaborn==", "\nnot-seaborn=="))
+    (tmp_path / "environment.yml").write_text((ROOT / "environment.yml").read_text().replace("  - pip\n", "  - pip\n  - numpy\n"))
+    problems = "\n".join(stack_problems(tmp_path))
+    assert "transformers==4.57.6, outside pyproject.toml's <6,>=5.0" in problems
+    assert "requirements.in asks transformers==5.23.0" in problems
+    assert "seaborn is a dependency in pyproject.toml but not in requirements.lock" in problems
+    assert "installs ['numpy'] from conda" in problems
+    (tmp_path / "requirements.lock").write_text("torch>=2.4\n")
+    with pytest.raises(ValueError, match="not pinned with ==.*make lock"):
+        read_lock(tmp_path / "requirements.lock")
 
 
 def test_ci_runs_the_readme_test_command():
@@ -214,8 +224,9 @@ def test_ci_runs_the_readme_test_command():
 def test_pooled_result_counts_only_tokens_out_after_the_ttft_mark():
     """Decode tokens/s pools tokens emitted after each call's TTFT mark over the time after it: an assisted
     call whose first target forward already emitted 4 tokens contributes 2 of its 6, not 5."""
-    plain = GenerationResult(torch.arange(10)[None], 4, "speculative", 3, seconds=2.0, ttft_seconds=0.5)
-    assisted = GenerationResult(torch.arange(10)[None], 4, "assisted", 3, seconds=2.0, ttft_seconds=0.5, ttft_tokens=4)
+    plain = GenerationResult(sequences=torch.arange(10)[None], prompt_length=4, method="speculative", k=3, seconds=2.0, ttft_seconds=0.5)
+    assisted = GenerationResult(sequences=torch.arange(10)[None], prompt_length=4, method="assisted", k=3, seconds=2.0, ttft_seconds=0.5,
+                                ttft_tokens=4)
     row = PooledResult([plain, assisted], "pooled").summary()
     assert row["new_tokens"] == 12 and row["tokens_per_second"] == pytest.approx((5 + 2) / 3.0)
 
@@ -257,3 +268,40 @@ def test_step_latencies_rotates_models_and_takes_medians_over_rounds(monkeypatch
     assert table.loc["c", "median_s"] == 1.0 and (table["rounds"] == 5).all()
     with pytest.raises(ValueError, match="rounds"):
         timing.step_latencies({"a": "a"}, context=8, rounds=0)
+
+
+# ---------------------------------------------------------------- layout
+def _import_graph() -> dict[str, set[str]]:
+    """specnb module -> the specnb modules it imports, at module level or inside functions."""
+    import ast
+
+    files = {}
+    for f in (ROOT / "specnb").rglob("*.py"):
+        parts = list(f.relative_to(ROOT).with_suffix("").parts)
+        files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = f
+    graph = {}
+    for mod, f in files.items():
+        package = mod.split(".") if f.name == "__init__.py" else mod.split(".")[:-1]
+        deps = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package[: len(package) - node.level + 1] if node.level else []
+                name = ".".join(base + ([node.module] if node.module else []))
+                deps |= {n for n in [name] + [f"{name}.{a.name}" for a in node.names] if n in files}
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name in files}
+        graph[mod] = deps - {mod}
+    return graph
+
+
+def test_no_import_cycles_and_no_long_modules():
+    graph = _import_graph()
+    assert "specnb.generate.loops" in graph and "specnb.generate.steps" in graph["specnb.generate.loops"]
+
+    def reaches(start, goal, seen):
+        return any(d == goal or (d not in seen and not seen.add(d) and reaches(d, goal, seen)) for d in graph[start])
+
+    cycles = sorted(m for m in graph if reaches(m, m, set()))
+    assert cycles == [], f"modules on an import cycle: {cycles}"
+    long = {str(f.relative_to(ROOT)): n for f in (ROOT / "specnb").rglob("*.py") if (n := len(f.read_text().splitlines())) > 500}
+    assert long == {}, f"modules over 500 lines: {long}"

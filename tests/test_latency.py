@@ -22,7 +22,7 @@ from specnb.latency import (
     operator_counts,
     predict_vs_measure,
 )
-from specnb.decoding import new_cache, forward
+from specnb.generate.forward import new_cache, forward
 
 
 def _synthetic(t0, throughput, work_of, sizes=(16, 32, 64, 128, 256, 512, 1024), op="linear"):
@@ -247,11 +247,11 @@ def test_component_times_cover_the_forward():
 
 def test_zoo_shaped_models_and_decode_sweep():
     from specnb.latency import decode_sweep, zoo_shaped_models
-    from specnb.zoo import count_params, zoo_specs
+    from specnb.zoo import spec_parameters, zoo_specs
 
     models = zoo_shaped_models(["p0.01", "d1"])
     specs = {s.name: s for s in zoo_specs()}
-    assert sum(p.numel() for p in models["d1"].parameters()) == count_params(specs["d1"])
+    assert sum(p.numel() for p in models["d1"].parameters()) == spec_parameters(specs["d1"])
     sweep = decode_sweep(models, context=8, min_run_time=0.01)
     assert list(sweep["model"]) == ["p0.01", "d1"] and list(sweep["depth"]) == [12, 1]
     assert sweep.loc[0, "n_ops"] > sweep.loc[1, "n_ops"] and (sweep["decode_s"] > 0).all()

@@ -48,7 +48,7 @@ def test_load_spec():
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "gpt_neox", "opt", "qwen2"])
 def test_truncated_copy_is_a_working_shallow_draft(family):
-    from specnb.decoding import speculative_generate
+    from specnb.generate import speculative_generate
     from specnb.models import truncated_copy
 
     t = tiny_model(family, layers=3, init_std=0.02)

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from specnb import planner
-from specnb.decoding import autoregressive_generate, speculative_generate
+from specnb.generate import autoregressive_generate, speculative_generate
 from specnb.latency import LatencyModel
 from specnb.models import tiny_model
-from specnb.schedules import AdaptiveK, HeuristicK
-from specnb.theory import expected_tokens_per_iteration, optimal_k, walltime_speedup
+from specnb.generate.schedules import AdaptiveK, HeuristicK
+from specnb.generate.theory import expected_tokens_per_iteration, optimal_k, walltime_speedup
 
 KS = (1, 2, 3)
 N_NEW = 8

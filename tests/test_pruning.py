@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from specnb import pruning as P
-from specnb.decoding import speculative_generate
+from specnb.generate import speculative_generate
 from specnb.models import tiny_model
 
 N_NEW = 12

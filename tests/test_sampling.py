@@ -6,39 +6,17 @@ of the 4 tokens is enumerated with one batched forward; a chi-square test (cells
 count < 5 pooled) must not reject at p = 0.001. Seeds are fixed, so the test is deterministic.
 """
 
-import itertools
-
 import numpy as np
 import pytest
 import torch
-from scipy.stats import chisquare
 
-from specnb.decoding import speculative_generate
+from specnb.generate import speculative_generate
 from specnb.models import perturbed_copy, tiny_model
 
-V, N_NEW, K, RUNS, TEMP = 4, 4, 2, 3000, 1.0
-PROMPT = torch.tensor([[1, 3, 2]])
+from conftest import K, PROMPT, RUNS, V, chi2_pvalue, exact_joint
+from conftest import N_NEW_SAMPLED as N_NEW
 
-
-def exact_joint(model) -> dict[tuple, float]:
-    """P(t1..t4 | prompt) for all 4^4 continuations, from one batched forward."""
-    seqs = torch.tensor(list(itertools.product(range(V), repeat=N_NEW)))  # (256, 4)
-    full = torch.cat([PROMPT.expand(len(seqs), -1), seqs], dim=1)
-    with torch.no_grad():
-        logp = torch.log_softmax(model(full).logits.double() / TEMP, dim=-1)
-    P = PROMPT.shape[1]
-    lp = sum(logp[torch.arange(len(seqs)), P - 1 + i, seqs[:, i]] for i in range(N_NEW))
-    return {tuple(s.tolist()): float(p) for s, p in zip(seqs, lp.exp())}
-
-
-def chi2_pvalue(samples: list[tuple], probs: dict[tuple, float]) -> float:
-    keys = sorted(probs)
-    observed = np.array([sum(1 for s in samples if s == k) for k in keys], dtype=float)
-    expected = np.array([probs[k] for k in keys]) * len(samples)
-    small = expected < 5
-    obs = np.append(observed[~small], observed[small].sum())
-    exp = np.append(expected[~small], expected[small].sum())
-    return float(chisquare(obs, exp * obs.sum() / exp.sum()).pvalue)
+TEMP = 1.0
 
 
 @pytest.fixture(scope="module")
@@ -46,20 +24,21 @@ def target():
     return tiny_model("llama", vocab_size=V, hidden=32, layers=2, init_std=0.5, seed=11)
 
 
-@pytest.mark.parametrize("draft_kind", ["good", "bad"])
-def test_speculative_sampling_matches_target_distribution(target, draft_kind):
+@pytest.mark.slow
+@pytest.mark.parametrize("draft_kind,temperature", [("good", TEMP), ("bad", TEMP), ("good", 0.6), ("bad", 1.7)])
+def test_speculative_sampling_matches_target_distribution(target, draft_kind, temperature):
     if draft_kind == "good":
         draft = perturbed_copy(target, 0.5, seed=3)
     else:
         draft = tiny_model("llama", vocab_size=V, hidden=32, layers=2, init_std=0.5, seed=99)
-    p = exact_joint(target)
-    q = exact_joint(draft)
+    p = exact_joint(target, temperature)
+    q = exact_joint(draft, temperature)
     # the test has power: the draft's own distribution is far from the target's
     assert 0.5 * sum(abs(p[s] - q[s]) for s in p) > 0.1
     gen = torch.Generator().manual_seed(1234)
     samples, accepted = [], []
     for _ in range(RUNS):
-        out = speculative_generate(target, draft, PROMPT, N_NEW, k=K, do_sample=True, temperature=TEMP, generator=gen)
+        out = speculative_generate(target, draft, PROMPT, N_NEW, k=K, do_sample=True, temperature=temperature, generator=gen)
         samples.append(tuple(out.new_tokens.tolist()))
         accepted.extend(out.accepted)
     assert chi2_pvalue(samples, p) > 1e-3

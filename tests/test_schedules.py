@@ -9,14 +9,13 @@ import pytest
 import torch
 from transformers import GenerationConfig
 
-from specnb.decoding import _CallLog, speculative_generate
+from specnb.generate import BACKENDS, speculative_generate
+from specnb.generate.assisted import CallLog
 from specnb.models import perturbed_copy, tiny_model
-from specnb.schedules import AdaptiveK, ConstantK, HeuristicK, as_schedule
-from specnb.theory import optimal_k
+from specnb.generate.schedules import AdaptiveK, ConstantK, HeuristicK, as_schedule
+from specnb.generate.theory import optimal_k
 
-from conftest import prompts
-from test_decoding import hf_greedy
-from test_sampling import chi2_pvalue
+from conftest import chi2_pvalue, hf_greedy, prompts
 
 N_NEW = 20
 
@@ -63,12 +62,12 @@ def test_heuristic_rule_scripted():
 
 def _hf_heuristic_run(target, draft, ids, n, start):
     """HF assisted generation with num_assistant_tokens_schedule='heuristic_transient' (threshold off):
-    its sequence and its (accepted, proposed) per iteration, from the forward hooks of _CallLog."""
+    its sequence and its (accepted, proposed) per iteration, from the forward hooks of CallLog."""
     saved = copy.deepcopy(draft.generation_config)
     draft.generation_config.num_assistant_tokens = start
     draft.generation_config.num_assistant_tokens_schedule = "heuristic_transient"
     draft.generation_config.assistant_confidence_threshold = 0.0
-    log = _CallLog(target, draft)
+    log = CallLog(target, draft)
     try:
         seqs = target.generate(ids, attention_mask=torch.ones_like(ids), assistant_model=draft, stopping_criteria=[log],
                                generation_config=GenerationConfig(max_new_tokens=n, do_sample=False, pad_token_id=0))
@@ -184,6 +183,7 @@ def test_calls_are_independent(pairs):
     assert clone is not schedule and clone.next_k() == 2
 
 
+@pytest.mark.slow
 def test_sampling_exact_with_a_moving_k():
     """Speculative sampling with HeuristicK(start=2) still samples the target's distribution. Over 5
     new tokens its k differs from a constant k = 2 (after a full rejection it drafts 1, where the
@@ -221,6 +221,7 @@ def test_sampling_exact_with_a_moving_k():
 
 class _Zero:
     name = "zero"
+    k_max = 4  # bounded, so the compiled backend reaches the next_k check
 
     def next_k(self):
         return 0
@@ -232,17 +233,18 @@ class _Zero:
         pass
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("bad,message", [
     ("4", "schedule"), (4.0, "schedule"), (None, "schedule"), (object(), "schedule"),
-    (HeuristicK, "instantiate"), (_Zero(), "next_k"), (0, "k"), (-1, "k"),
+    (HeuristicK, "instantiate"), (_Zero(), "next_k"), (0, "k"), (-1, "k"), (True, "k"),
 ])
-def test_bad_k_raises_before_running(pairs, bad, message):
+def test_bad_k_raises_before_running(pairs, bad, message, backend):
     target, drafts = pairs["llama"]
     calls = []
     handles = [m.register_forward_pre_hook(lambda *_: calls.append(1)) for m in (target, drafts["copy"])]
     try:
         with pytest.raises(ValueError, match=message):
-            speculative_generate(target, drafts["copy"], prompts(1)[0], 8, k=bad)
+            speculative_generate(target, drafts["copy"], prompts(1)[0], 8, k=bad, backend=backend)
     finally:
         for h in handles:
             h.remove()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from specnb.theory import alpha_from_distributions, expected_tokens_per_iteration, optimal_k, walltime_speedup
+from specnb.generate.theory import alpha_from_distributions, expected_tokens_per_iteration, optimal_k, walltime_speedup
 
 
 def test_known_values():

@@ -11,6 +11,8 @@ import pytest
 import torch
 
 import specnb.timeseries as ts
+from specnb.models import count_parameters
+import specnb.timeseries.data as ts_data  # the module whose globals locate_ett reads
 
 TINY = ts.TSConfig(patch=8, d_model=16, n_heads=2, d_ff=32, n_layers=2, max_patches=16)
 REAL_DATA = [Path(p) for p in (os.environ.get(ts.DATA_ENV, ""), ts.SHARED_DATA) if p]
@@ -33,8 +35,8 @@ def series(batch: int = 6, points: int = 32, seed: int = 0) -> torch.Tensor:
 def isolated(tmp_path, monkeypatch):
     """No environment folder, no shared folder, an empty cache: only what the test provides."""
     monkeypatch.delenv(ts.DATA_ENV, raising=False)
-    monkeypatch.setattr(ts, "SHARED_DATA", tmp_path / "shared")
-    monkeypatch.setattr(ts, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(ts_data, "SHARED_DATA", tmp_path / "shared")
+    monkeypatch.setattr(ts_data, "CACHE_DIR", tmp_path / "cache")
     return tmp_path
 
 
@@ -62,18 +64,18 @@ def test_missing_file_without_network_names_the_variable(isolated, monkeypatch):
     def offline(url, dest, timeout=30.0):
         raise OSError("network is unreachable")
 
-    monkeypatch.setattr(ts, "fetch_url", offline)
+    monkeypatch.setattr(ts_data, "fetch_url", offline)
     with pytest.raises(FileNotFoundError, match=ts.DATA_ENV):
         ts.locate_ett("ETTh1", isolated / "nowhere")
 
 
 def test_download_is_verified(isolated, monkeypatch):
     src = write_csv(isolated / "remote")
-    monkeypatch.setattr(ts, "fetch_url", lambda url, dest, timeout=30.0: dest.parent.mkdir(parents=True, exist_ok=True) or dest.write_bytes(src.read_bytes()))
+    monkeypatch.setattr(ts_data, "fetch_url", lambda url, dest, timeout=30.0: dest.parent.mkdir(parents=True, exist_ok=True) or dest.write_bytes(src.read_bytes()))
     with pytest.raises(ValueError, match="sha256"):
         ts.locate_ett("ETTh1")
     monkeypatch.setitem(ts.ETT_FILES, "ETTh1", hashlib.sha256(src.read_bytes()).hexdigest())
-    assert ts.locate_ett("ETTh1") == ts.CACHE_DIR / "ETTh1.csv"
+    assert ts.locate_ett("ETTh1") == ts_data.CACHE_DIR / "ETTh1.csv"
 
 
 def test_unknown_dataset_is_a_value_error():
@@ -207,8 +209,8 @@ def test_bad_input_raises_value_error():
 def test_evaluate_and_timing_helpers():
     target, draft = tiny(0), tiny(1)
     data = series(batch=3, points=200).T.numpy().copy()  # (rows, channels)
-    ref = ts.evaluate(target, data, 16, context=32, stride=10)
-    spec = ts.evaluate(target, data, 16, draft=draft, context=32, stride=10, k=1, tol=0.0)
+    ref = ts.evaluate_forecasts(target, data, 16, context=32, stride=10)
+    spec = ts.evaluate_forecasts(target, data, 16, draft=draft, context=32, stride=10, k=1, tol=0.0)
     assert ref["series"] == spec["series"] == 3 * 16 and ref["mse"] == spec["mse"] and ref["mae"] == spec["mae"]
     runs = ts.time_interleaved({"target": lambda: ts.target_forecast(target, series(), 16),
                                 "spec": lambda: ts.speculative_forecast(target, draft, series(), 16, k=1)},
@@ -217,7 +219,7 @@ def test_evaluate_and_timing_helpers():
     assert len(runs) == 10 and table.set_index("method").loc["target", "speedup"] == 1.0
     with pytest.raises(ValueError, match="repeats"):
         ts.time_interleaved({"a": lambda: None}, repeats=2)
-    times = ts.component_times(target, series(points=32), min_run_time=0.01)
+    times = ts.forecast_component_times(target, series(points=32), min_run_time=0.01)
     assert set(times) == {"total", "total_iqr", "embedding", "attention", "mlp", "norms", "head"}
 
 
@@ -229,7 +231,7 @@ def test_train_resume_save_load(tmp_path, monkeypatch):
                     data_dir=tmp_path / "data", progress=False)
     assert info["history"][0]["epoch"] == 1 and not (tmp_path / "w" / "t" / "checkpoint.pt").exists()
     model, meta = ts.load_model("t", tmp_path / "w")
-    assert meta["params"] == ts.count_params(model) and model.cfg.d_model == 8
+    assert meta["params"] == count_parameters(model) and model.cfg.d_model == 8
     with pytest.raises(FileNotFoundError, match="python -m specnb.timeseries train"):
         ts.load_model("missing", tmp_path / "w")
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from specnb.decoding import assisted_generate, autoregressive_generate, speculative_generate
+from specnb.generate import assisted_generate, autoregressive_generate, speculative_generate
 from specnb.models import tiny_model
 
 IDS = torch.tensor([[3, 4, 5]])

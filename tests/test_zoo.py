@@ -93,7 +93,7 @@ def test_manifest_fields(prepared):
 def test_tokenizer_round_trip_and_vocab(prepared):
     """The cached tokenizer has the requested vocabulary, eot specials, and decodes what it encodes."""
     layout, _ = prepared
-    tok = zoo.load_tokenizer(layout.tokenizer_dir)
+    tok = zoo.load_corpus_tokenizer(layout.tokenizer_dir)
     assert len(tok) == 400
     assert tok.bos_token == tok.eos_token == tok.pad_token == zoo.EOT
     text = "def f(x):\n    return x  # ünïcode ✓\n\n\tpass\n"
@@ -257,6 +257,7 @@ def test_busy_time_skips_the_compiling_step():
     assert member.progress == pytest.approx(10.0 / 60)
 
 
+@pytest.mark.slow
 def test_second_build_on_same_zoo_is_refused(tmp_path):
     """A build holds a lock on its checkpoints; a concurrent one exits with a clear message."""
     layout = zoo.make_layout(zoo=tmp_path)
@@ -341,21 +342,22 @@ def test_evaluate_scores_whole_split_and_agreement_against_reference_predictions
     a = zoo.new_model(tiny_spec("a"), settings, eot_id=0).eval()
     b = zoo.new_model(tiny_spec("b", layers=1), settings, eot_id=0).eval()
     tokens = np.random.default_rng(0).integers(0, settings.vocab_size, size=10 * 32 + 5)
-    whole = zoo.evaluate(a, tokens, settings, float("inf"))
+    whole = zoo.evaluate_lm(a, tokens, settings, float("inf"))
     assert whole["tokens"] == 10 * 32 and whole["predictions"].shape == (10, 32)
-    assert zoo.evaluate(a, tokens, settings)["tokens"] == settings.eval_tokens // 32 * 32  # default cap
-    scored = zoo.evaluate(b, tokens, settings, float("inf"), reference=whole["predictions"])
+    assert zoo.evaluate_lm(a, tokens, settings)["tokens"] == settings.eval_tokens // 32 * 32  # default cap
+    scored = zoo.evaluate_lm(b, tokens, settings, float("inf"), reference=whole["predictions"])
     windows = torch.from_numpy(tokens[:320].reshape(10, 32).astype(np.int64))
     with torch.no_grad():
         pa, pb = a(input_ids=windows).logits.argmax(-1), b(input_ids=windows).logits.argmax(-1)
     assert scored["agreement"] == pytest.approx((pa == pb).float().mean().item())
     nxt = torch.from_numpy(np.stack([tokens[i * 32 + 1:i * 32 + 33] for i in range(10)]).astype(np.int64))
     assert scored["accuracy"] == pytest.approx((pb == nxt).float().mean().item())
-    assert zoo.evaluate(a, tokens, settings, float("inf"), reference=whole["predictions"])["agreement"] == 1.0
+    assert zoo.evaluate_lm(a, tokens, settings, float("inf"), reference=whole["predictions"])["agreement"] == 1.0
     with pytest.raises(ValueError, match="same tokens and max_tokens"):
-        zoo.evaluate(b, tokens, settings, 64, reference=whole["predictions"])
+        zoo.evaluate_lm(b, tokens, settings, 64, reference=whole["predictions"])
 
 
+@pytest.mark.slow
 def test_card_of_another_zoo_leaves_the_committed_results_alone(prepared, corpus_dir):
     """``python -m specnb.zoo card --zoo DIR`` writes DIR/README.md and DIR/zoo_card.csv, never data/results/zoo_card.csv."""
     from specnb.results import result_path

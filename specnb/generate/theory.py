@@ -55,8 +55,8 @@ def walltime_speedup(alpha, k, c, verify_cost=1.0):
 
     ``verify_cost`` generalises the "+1" of the denominator: the cost of the target scoring k+1
     tokens in one forward, relative to one single-token target step. The paper assumes 1 (enough
-    parallel compute); on a CPU it is larger (about 1.2 at k = 3 measured here), and a planner
-    that ignores it over-predicts.
+    parallel compute); on a CPU it is larger than 1 (``specnb.timing.step_latency`` measures it),
+    and a planner that ignores it over-predicts.
     """
     c_ = np.asarray(c, dtype=float)
     v = np.asarray(verify_cost, dtype=float)

@@ -1,0 +1,182 @@
+"""Checking the planner's prediction: ``validate`` measures (draft, k) pairs against target-only
+decoding in interleaved, rotated runs (``timing.compare``) and sets the measured speedup beside
+the plan's; ``report`` prints the comparison. The prediction is the steady-state decode speedup,
+so validate with enough new tokens (>= 32).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+
+import pandas as pd
+import torch
+
+from ..generate import autoregressive_generate, speculative_generate
+from ..generate.checks import validate as check_inputs
+from ..generate.schedules import is_schedule
+from ..timing import PooledResult, compare, summarize
+from .checks import check_drafts, check_new_tokens, check_plan, check_prompts
+from .predict import recommend
+
+VALIDATION_COLUMNS = [
+    "method", "draft", "k", "recommended", "predicted_speedup", "measured_speedup", "measured_q25", "measured_q75",
+    "error", "speedup_thm38", "error_thm38", "alpha", "measured_acceptance_rate", "predicted_tokens_per_iteration",
+    "measured_tokens_per_iteration", "predicted_tokens_per_second", "measured_tokens_per_second",
+    "baseline_tokens_per_second", "repeats",
+]
+
+
+def validate(
+    target,
+    drafts: Mapping[str, torch.nn.Module],
+    plan: pd.DataFrame,
+    prompts: Sequence[torch.Tensor],
+    *,
+    pairs: Iterable[tuple[str, int]] | str | None = None,
+    new_tokens: int | None = None,
+    repeats: int = 5,
+    warmup: int = 1,
+    schedules: Mapping[str, tuple[str, object]] | None = None,
+    progress: bool = True,
+    return_runs: bool = False,
+):
+    """Measure the speedup of (draft, k) pairs over target-only greedy decoding and set it beside
+    the plan's prediction.
+
+    Every method decodes all ``prompts`` (greedy, ``new_tokens`` each; default the plan's) per
+    call; methods run interleaved and rotated (``timing.compare``, ``repeats`` >= 5 after
+    ``warmup``), and the measured speedup is the median over repeats of the paired ratio of
+    decode tokens/s to the target's (``timing.summarize``). ``pairs``: None (every row of the
+    plan), "recommended", or an iterable of (draft, k). ``schedules`` adds dynamic-k methods,
+    {label: (draft name, schedule)}, measured alike (no prediction: NaN).
+
+    Returns one row per method (columns ``VALIDATION_COLUMNS``): predicted and measured speedup
+    with the measured quartiles, error = predicted / measured - 1 (and the same for Thm 3.8
+    alone), calibrated vs measured alpha and tokens per iteration (to tell an error in alpha from
+    one in the costs) and tokens/s; with ``return_runs``, also the per-repeat rows.
+    """
+    drafts, prompts, new_tokens, chosen, schedules = _check_validation(target, drafts, plan, prompts, pairs, new_tokens,
+                                                                        schedules)
+    methods, meta = _methods(target, drafts, prompts, new_tokens, chosen, schedules)
+    runs = compare(methods, repeats=repeats, warmup=warmup, progress=progress, device=target.device)
+    table = summarize(runs, baseline="target").set_index("method")
+    per_iter = runs.groupby("method")["tokens_per_iteration"].median()
+    base_tps = table.loc["target", "tokens_per_second_median"]
+    rows = _validation_rows(plan, meta, table, per_iter, base_tps)
+    out = pd.DataFrame(rows, columns=VALIDATION_COLUMNS)
+    return (out, runs) if return_runs else out
+
+
+def _check_validation(target, drafts, plan, prompts, pairs, new_tokens, schedules):
+    """``validate``'s arguments checked before anything runs: (drafts, prompts, new_tokens, the
+    chosen (draft, k) pairs, schedules)."""
+    drafts = check_drafts(drafts)
+    check_plan(plan)
+    prompts = check_prompts(prompts)
+    new_tokens = check_new_tokens(plan.attrs.get("new_tokens", 32) if new_tokens is None else new_tokens)
+    if pairs is None:
+        chosen = [(str(d), int(k)) for d, k in zip(plan["draft"], plan["k"])]
+    elif isinstance(pairs, str):
+        if pairs != "recommended":
+            raise ValueError(f"pairs must be None (all), 'recommended' or an iterable of (draft, k); got {pairs!r}")
+        best = recommend(plan)
+        chosen = [(str(best["draft"]), int(best["k"]))]
+    else:
+        try:
+            chosen = [(str(d), int(k)) for d, k in pairs]
+        except (TypeError, ValueError):
+            raise ValueError(f"pairs must be an iterable of (draft name, k) tuples; got {pairs!r}") from None
+    known = {(str(d), int(k)) for d, k in zip(plan["draft"], plan["k"])}
+    unknown = [p for p in chosen if p not in known]
+    if unknown:
+        raise ValueError(f"pairs {unknown} are not in the plan; calibrate them first (plan has {sorted(known)})")
+    schedules = dict(schedules or {})
+    for label, spec in schedules.items():
+        if not (isinstance(spec, tuple) and len(spec) == 2 and is_schedule(spec[1])):
+            raise ValueError(f"schedules[{label!r}] must be (draft name, schedule), e.g. ('L1', HeuristicK()); got {spec!r}")
+    used = {d for d, _ in chosen} | {spec[0] for spec in schedules.values()}
+    missing = sorted(used - set(drafts))
+    if missing:
+        raise ValueError(f"drafts {missing} are in the pairs or schedules but not in drafts {sorted(drafts)}")
+    if not chosen and not schedules:
+        raise ValueError("nothing to validate: pairs is empty and no schedules were given")
+    for ids in prompts:
+        for d in used:
+            check_inputs(target, drafts[d], ids, new_tokens, max([k for _, k in chosen], default=1), False, 1.0)
+    return drafts, prompts, new_tokens, chosen, schedules
+
+
+def _methods(target, drafts, prompts, new_tokens, chosen, schedules):
+    """The methods ``timing.compare`` runs (target-only first, then one per pair and per
+    schedule, each decoding every prompt) and per method label its (draft, k or schedule label)."""
+
+    def spec_method(draft, k, label):
+        return lambda: PooledResult([speculative_generate(target, draft, ids, new_tokens, k=k) for ids in prompts], label, k)
+
+    methods = {"target": lambda: PooledResult([autoregressive_generate(target, ids, new_tokens) for ids in prompts], "target", None)}
+    meta = {}
+    for d, k in chosen:
+        label = f"{d} k={k}"
+        methods[label] = spec_method(drafts[d], k, label)
+        meta[label] = (d, k)
+    for label, (d, schedule) in schedules.items():
+        name = f"{d} {label}"
+        if name in methods:
+            raise ValueError(f"schedule label {label!r} collides with method {name!r}; rename it")
+        methods[name] = spec_method(drafts[d], schedule, name)
+        meta[name] = (d, label)
+    return methods, meta
+
+
+def _validation_rows(plan, meta, table, per_iter, base_tps) -> list[dict]:
+    """One ``VALIDATION_COLUMNS`` row per measured method, the plan's prediction beside it."""
+    best = recommend(plan)
+    lookup = {(str(r["draft"]), int(r["k"])): r for r in plan.to_dict("records")}
+    rows = []
+    for name, (d, k) in meta.items():
+        row = lookup[(d, k)] if isinstance(k, int) else None
+        measured = float(table.loc[name, "ratio_vs_target"])
+        predicted = float(row["predicted_speedup"]) if row is not None else float("nan")
+        thm38 = float(row["speedup_thm38"]) if row is not None and "speedup_thm38" in row else float("nan")
+        rows.append({
+            "method": name, "draft": d, "k": k,
+            "recommended": row is not None and (d, k) == (str(best["draft"]), int(best["k"])),
+            "predicted_speedup": predicted, "measured_speedup": measured,
+            "measured_q25": float(table.loc[name, "ratio_q25"]), "measured_q75": float(table.loc[name, "ratio_q75"]),
+            "error": predicted / measured - 1, "speedup_thm38": thm38, "error_thm38": thm38 / measured - 1,
+            "alpha": float(row["alpha"]) if row is not None else float("nan"),
+            "measured_acceptance_rate": float(table.loc[name, "acceptance_rate_median"]),
+            "predicted_tokens_per_iteration": float(row["tokens_per_iteration"]) if row is not None else float("nan"),
+            "measured_tokens_per_iteration": float(per_iter[name]),
+            "predicted_tokens_per_second": float(row["predicted_tokens_per_second"]) if row is not None else float("nan"),
+            "measured_tokens_per_second": float(table.loc[name, "tokens_per_second_median"]),
+            "baseline_tokens_per_second": float(base_tps), "repeats": int(table.loc[name, "repeats"]),
+        })
+    return rows
+
+
+def report(validation: pd.DataFrame, tolerance: float = 0.10) -> str:
+    """One line per method: predicted vs measured speedup, the error, and whether it is within
+    ``tolerance``; then how many pairs met it (Thm 3.8 alone alongside)."""
+    missing = [c for c in ("method", "predicted_speedup", "measured_speedup", "error") if c not in validation.columns]
+    if missing:
+        raise ValueError(f"validation lacks columns {missing}; pass the DataFrame returned by planner.validate")
+    lines = []
+    for r in validation.itertuples(index=False):
+        mark = "*" if getattr(r, "recommended", False) else " "
+        if math.isnan(r.predicted_speedup):
+            lines.append(f"{mark} {r.method:<28} measured {r.measured_speedup:5.2f}x (no prediction)")
+            continue
+        ok = "ok" if abs(r.error) <= tolerance else "off"
+        lines.append(f"{mark} {r.method:<28} predicted {r.predicted_speedup:5.2f}x  measured {r.measured_speedup:5.2f}x "
+                     f"[{r.measured_q25:.2f}, {r.measured_q75:.2f}]  error {r.error:+6.1%} {ok}"
+                     + (f"  (Thm 3.8 alone {r.speedup_thm38:5.2f}x, {r.error_thm38:+6.1%})" if "speedup_thm38" in validation else ""))
+    predicted = validation[validation["predicted_speedup"].notna()]
+    if len(predicted):
+        within = int((predicted["error"].abs() <= tolerance).sum())
+        line = f"{within}/{len(predicted)} pairs within {tolerance:.0%}"
+        if "error_thm38" in predicted:
+            line += f" (Thm 3.8 alone: {int((predicted['error_thm38'].abs() <= tolerance).sum())}/{len(predicted)})"
+        lines.append(line + "; * = recommended")
+    return "\n".join(lines)
