@@ -8,15 +8,14 @@ back atomically only if every cell succeeded.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
 
+from .atomic import atomic_path
 from .paths import NOTEBOOKS, profile
 
 __all__ = ["find_notebooks", "run_notebook", "main"]
@@ -43,10 +42,8 @@ def run_notebook(path: str | Path, timeout: int = 1800, kernel_name: str = "pyth
     client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name, resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
     client.execute()  # raises CellExecutionError on the first failing cell; the file is left untouched
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".ipynb")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        nbformat.write(nb, f)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        nbformat.write(nb, str(tmp))
     return time.perf_counter() - start
 
 

@@ -4,13 +4,12 @@ profile writes to a git-ignored folder instead), closing the figure so notebooks
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import seaborn as sns
 
+from .atomic import atomic_path
 from .paths import figures_dir
 
 __all__ = ["set_style", "save_fig", "render_trace", "TRACE_COLOURS", "plot_token_frequencies", "plot_methods", "plot_op_latency", "plot_decode_sweep",
@@ -32,15 +31,8 @@ def save_fig(fig, name: str, directory: str | Path | None = None) -> list[Path]:
     paths = []
     for ext in ("png", "svg"):
         final = out_dir / f"{name}.{ext}"
-        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=f".{ext}")
-        os.close(fd)
-        try:
+        with atomic_path(final) as tmp:
             fig.savefig(tmp, format=ext)
-            os.replace(tmp, final)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
         paths.append(final)
     plt.close(fig)
     return paths

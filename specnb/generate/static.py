@@ -9,7 +9,7 @@
   start..start+n-1. Rollback is "do not advance": the next step starts after the accepted tokens
   and overwrites stale slots. Stale slots stay hidden because transformers builds the static-cache
   mask as ``kv_idx <= q_offset + q_idx`` over all slots, with ``q_offset`` the write pointer
-  (``masking_utils.sdpa_mask``; tests/test_fastpath.py checks it).
+  (``masking_utils.sdpa_mask``; tests/test_backends.py checks it).
 - ``compiled_step``: ``torch.compile`` of a step for one token count (CUDA: "reduce-overhead",
   i.e. CUDA graphs; CPU: inductor's default), compiled and warmed once per (model, role, shape).
 - ``check_static_support``: which models can use this (the class declares full-graph compile

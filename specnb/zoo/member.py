@@ -69,19 +69,22 @@ class Member:
     model: torch.nn.Module
     forward: object
     optimizer: torch.optim.Optimizer
+    # progress, and the time it took
     step: int = 0
     tokens: int = 0
     train_seconds: float = 0.0
     cpu_seconds: float = 0.0
+    budgets: list = field(default_factory=list)
+    # how it runs
     threads: int = 2
     compile_seconds: float = 0.0
     warm: bool = False
+    # losses since the last log row, the rows not yet written, snapshots exported
     loss_sum: float = 0.0
     loss_count: int = 0
     last_loss: float = float("nan")
     rows: list = field(default_factory=list)
     snapshots_done: list = field(default_factory=list)
-    budgets: list = field(default_factory=list)
 
     @property
     def progress(self) -> float:

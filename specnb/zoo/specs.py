@@ -87,10 +87,12 @@ class TrainSettings:
     batch_size: int = 8
     micro_batch: int = 8
     seed: int = 1234
+    # optimisation: linear warm-up, cosine decay to min_lr_ratio (Loshchilov & Hutter), AdamW, clipping
     warmup_steps: int = 50
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.1
     grad_clip: float = 1.0
+    # distillation: loss = (1 - kd_weight) * CE + kd_weight * KL(teacher || student) (Hinton et al. 2015)
     kd_weight: float = 0.5
     eval_tokens: int = 65_536
     checkpoint_minutes: float = 9.0
