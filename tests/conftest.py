@@ -65,13 +65,13 @@ V, N_NEW_SAMPLED, K, RUNS = 4, 4, 2, 3000
 PROMPT = torch.tensor([[1, 3, 2]])
 
 
-def exact_joint(model, temperature: float = 1.0) -> dict[tuple, float]:
-    """P(t1..t4 | PROMPT) at ``temperature`` for all 4^4 continuations, from one batched forward."""
+def exact_joint(model, temperature: float = 1.0, prompt: torch.Tensor = PROMPT) -> dict[tuple, float]:
+    """P(t1..t4 | prompt) at ``temperature`` for all 4^4 continuations, from one batched forward."""
     seqs = torch.tensor(list(itertools.product(range(V), repeat=N_NEW_SAMPLED)))  # (256, 4)
-    full = torch.cat([PROMPT.expand(len(seqs), -1), seqs], dim=1)
+    full = torch.cat([prompt.expand(len(seqs), -1), seqs], dim=1)
     with torch.no_grad():
         logp = torch.log_softmax(model(full).logits.double() / temperature, dim=-1)
-    P = PROMPT.shape[1]
+    P = prompt.shape[1]
     lp = sum(logp[torch.arange(len(seqs)), P - 1 + i, seqs[:, i]] for i in range(N_NEW_SAMPLED))
     return {tuple(s.tolist()): float(p) for s, p in zip(seqs, lp.exp())}
 

@@ -191,3 +191,49 @@ def test_any_draft_source_plugs_into_the_one_loop(pairs, backend):
     assert fields["draft_calls"] == 0 and len(source.accepted) == len(fields["accepted"]) > 0
     assert [n for n, _ in source.accepted] == fields["accepted"]
     assert fields["target_calls"] == 1 + len(fields["accepted"]) + fields["sources"].count("target") - 1
+
+
+# --------------------------------------------------------------------------------------------
+# Draft-free drafting: prompt lookup
+# --------------------------------------------------------------------------------------------
+
+
+def test_prompt_lookup_proposes_hugging_face_candidates():
+    """The proposal rule is Hugging Face's PromptLookupCandidateGenerator's: longest n-gram first,
+    leftmost earlier match, continuation clipped at the end of the sequence; none when nothing matches."""
+    from transformers.generation.candidate_generator import PromptLookupCandidateGenerator
+
+    from specnb import PromptLookupDraft
+
+    gen = torch.Generator().manual_seed(0)
+    checked = found = 0
+    for trial in range(300):
+        seq = torch.randint(0, 6, (int(torch.randint(2, 40, (1,), generator=gen)),), generator=gen).tolist()
+        for ngram, k in ((1, 3), (2, 5), (3, 2)):
+            hf = PromptLookupCandidateGenerator(num_output_tokens=k, max_matching_ngram_size=ngram, max_length=10_000)
+            candidates, _ = hf.get_candidates(torch.tensor([seq]))
+            expected = candidates[0, len(seq):].tolist()
+            ours, q = PromptLookupDraft(ngram).propose(seq, k)
+            assert ours.tolist() == expected and q is None, (seq, ngram, k)
+            checked, found = checked + 1, found + bool(expected)
+    assert checked == 900 and 300 < found < 900  # both branches ran
+    assert PromptLookupDraft(3).propose([1, 2, 3, 9, 1, 2, 3, 7, 5, 1, 2, 3], 4)[0].tolist() == [9, 1, 2, 3]
+    with pytest.raises(ValueError, match="max_ngram"):
+        PromptLookupDraft(0)
+
+
+@pytest.mark.parametrize("backend", ["eager", "static"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_prompt_lookup_is_greedy_exact(pairs, family, backend):
+    from specnb import PromptLookupDraft
+
+    target, _ = pairs[family]
+    repetitive = torch.tensor([[3, 4, 5, 6, 3, 4, 5, 6, 3, 4]])
+    for ids in [repetitive] + prompts(2, seed=5):
+        ref = autoregressive_generate(target, ids, N_NEW)
+        out = speculative_generate(target, PromptLookupDraft(), ids, N_NEW, k=4, backend=backend)
+        assert torch.equal(out.sequences, ref.sequences), (family, backend)
+        assert out.draft_calls == 0 and out.method == ("prompt-lookup" if backend == "eager" else f"prompt-lookup-{backend}")
+        assert all(1 <= p <= 4 for p in out.proposed) and len(out.sources) == N_NEW
+        # a plain target step wherever nothing matched: every forward is prefill, a verification or such a step
+        assert out.target_calls == 1 + len(out.accepted) + out.sources.count("target") - 1

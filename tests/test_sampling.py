@@ -59,3 +59,20 @@ def test_sampling_is_reproducible_and_sequential_agrees(target):
                              generator=torch.Generator().manual_seed(7))
     assert torch.equal(a.sequences, b.sequences) and torch.equal(a.sequences, c.sequences)
     assert c.target_calls >= a.target_calls
+
+
+@pytest.mark.slow
+def test_prompt_lookup_sampling_matches_target_distribution(target):
+    """A deterministic proposal judged as a point mass keeps the target's distribution exactly."""
+    from specnb import PromptLookupDraft
+
+    prompt = torch.tensor([[1, 3, 2, 1, 3]])  # the lookup finds continuations from the first token on
+    p = exact_joint(target, TEMP, prompt=prompt)
+    gen = torch.Generator().manual_seed(99)
+    samples, proposed = [], 0
+    for _ in range(RUNS):
+        out = speculative_generate(target, PromptLookupDraft(1), prompt, N_NEW, k=K, do_sample=True, temperature=TEMP,
+                                   generator=gen)
+        samples.append(tuple(out.new_tokens.tolist()))
+        proposed += sum(out.proposed)
+    assert proposed > RUNS and chi2_pvalue(samples, p) > 1e-3

@@ -1,13 +1,21 @@
 """Draft sources: where the speculative loop gets its k proposals. Any object with
 
 - ``prefill(prompt (1, P))``: see the prompt before the first proposal;
-- ``propose(seq, k) -> (tokens (k,), q (k, V) or None)``: k tokens continuing ``seq`` (a list of
-  ids), with the draft distribution of each when sampling (None when greedy);
+- ``propose(seq, k) -> (tokens (k',), q (k', V) or None)``: up to k tokens continuing ``seq`` (a
+  list of ids), with the draft distribution of each when sampling; None when greedy or when the
+  proposal is deterministic (the loop then judges it as a point mass); k' = 0 means "no proposal",
+  and the loop takes a plain target step;
 - ``accept(n, length)``: n of the last proposal were accepted after ``length`` tokens;
 - ``calls``: forwards run so far (prefill included);
 
-plugs into ``speculative_decode``. ``ModelDraft`` is a smaller causal LM behind a step
-(``specnb.generate.steps``), i.e. Leviathan et al. 2023's M_q.
+plugs into ``speculative_decode``; ``speculative_generate(target, draft=source)`` takes one as well
+as a model.
+
+- ``ModelDraft``: a smaller causal LM behind a step (``specnb.generate.steps``), i.e. Leviathan et
+  al. 2023's M_q.
+- ``PromptLookupDraft``: no model. The continuation of the last n-gram's earliest earlier match in
+  prompt + output (Saxena 2023, "Prompt Lookup Decoding"; Hugging Face's
+  ``PromptLookupCandidateGenerator``, ``generate(prompt_lookup_num_tokens=...)``, same rule).
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import torch
 
 from .sampling import logits_to_probs, sample
 
-__all__ = ["ModelDraft"]
+__all__ = ["ModelDraft", "PromptLookupDraft", "is_draft_source"]
 
 
 class ModelDraft:
@@ -53,3 +61,39 @@ class ModelDraft:
 
     def accept(self, n: int, length: int) -> None:
         self.valid = min(self.valid, length + n)
+
+
+def is_draft_source(obj) -> bool:
+    """Whether ``obj`` is a draft source (``prefill``, ``propose``, ``accept``) rather than a model."""
+    return not isinstance(obj, torch.nn.Module) and all(callable(getattr(obj, m, None)) for m in ("prefill", "propose", "accept"))
+
+
+class PromptLookupDraft:
+    """Draft-free proposals: for n = ``max_ngram`` down to 1, the last n tokens of ``seq`` are looked
+    up in ``seq``; the first (leftmost) earlier occurrence with a continuation gives up to k tokens.
+    No match: no proposal. Deterministic, so under sampling each token is judged as a point mass
+    (accepted with probability p(x); Leviathan et al.'s rule with q = 1 at x)."""
+
+    name = "prompt-lookup"
+    calls = 0  # no forwards
+
+    def __init__(self, max_ngram: int = 2):
+        if isinstance(max_ngram, bool) or not isinstance(max_ngram, int) or max_ngram < 1:
+            raise ValueError(f"max_ngram must be an integer >= 1; got {max_ngram!r} (Hugging Face's default is 2)")
+        self.max_ngram = max_ngram
+
+    def prefill(self, prompt: torch.Tensor) -> None:
+        pass
+
+    def propose(self, seq: list[int], k: int) -> tuple[torch.Tensor, None]:
+        ids = torch.tensor(seq)
+        for n in range(min(self.max_ngram, len(seq) - 1), 0, -1):
+            windows = ids.unfold(0, n, 1)  # (len - n + 1, n)
+            starts = ((windows == ids[-n:]).all(dim=1).nonzero()[:, 0] + n).tolist()
+            start = next((s for s in starts if s < len(seq)), None)  # the last n-gram itself has no continuation
+            if start is not None:
+                return ids[start : start + k], None
+        return ids[:0], None
+
+    def accept(self, n: int, length: int) -> None:
+        pass

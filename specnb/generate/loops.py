@@ -23,8 +23,8 @@ from collections.abc import Callable
 
 import torch
 
-from .checks import check_generator, validate
-from .drafts import ModelDraft
+from .checks import check_generator, validate, vocab_size
+from .drafts import ModelDraft, is_draft_source
 from .forward import synchronize
 from .result import GenerationResult
 from .sampling import correct, first_rejection, judge, next_token, truncate_at_eos
@@ -94,12 +94,16 @@ def speculative_decode(target, draft, prompt: torch.Tensor, max_new_tokens: int,
 
     while new < max_new_tokens and not stopped:
         k = min(scheduled_k(schedule, k_max), max_new_tokens - new - 1)  # never draft past max_new_tokens
-        if k == 0:  # one token left: a plain target step
+        if k > 0:
+            drafts, q = draft.propose(seq, k)  # (k',), (k', V) or None; k' <= k
+            k = drafts.shape[0]
+        if k == 0:  # one token left, or no proposal: a plain target step
             logits = target(torch.tensor([seq[-1:]], device=device), len(seq) - 1, last_only=True)
             emitted, origin = [next_token(logits[-1], do_sample, temperature, generator)], ["target"]
             target_calls += 1
         else:
-            drafts, q = draft.propose(seq, k)  # (k,), (k, V) or None
+            if do_sample and q is None:  # a deterministic proposal: q is a point mass at each token
+                q = torch.nn.functional.one_hot(drafts.to(device), vocab_size(target.model)).float()
             r = torch.rand(k, generator=generator, device=device) if do_sample else None
             if verify == "parallel":
                 block = torch.cat([torch.tensor(seq[-1:], device=device), drafts.to(device)])[None]  # (1, k+1)
@@ -184,7 +188,9 @@ def speculative_generate(target, draft, input_ids: torch.Tensor, max_new_tokens:
     """Speculative decoding (Leviathan et al. 2023, Algorithm 1) of one prompt.
 
     Greedy output is token-identical to ``target.generate(do_sample=False)``; sampled output is
-    distributed exactly as the target's.
+    distributed exactly as the target's. ``draft`` is a model sharing the target's vocabulary, or
+    a draft source (``specnb.generate.drafts``: ``PromptLookupDraft()``, or any object with
+    ``prefill``, ``propose`` and ``accept``).
 
     ``k``: draft tokens per iteration, or a schedule (``specnb.generate.schedules``: ``ConstantK``,
     ``HeuristicK``, ``AdaptiveK`` or any object with ``next_k()``, ``update(accepted, proposed)``
@@ -196,19 +202,21 @@ def speculative_generate(target, draft, input_ids: torch.Tensor, max_new_tokens:
     steps; CUDA graphs on a GPU; a schedule needs a bound ``k_max``). Same tokens and statistics.
     """
     check_backend(backend)
-    validate(target, draft, input_ids, max_new_tokens, k if isinstance(k, int) else None, do_sample, temperature, verify)
+    model = None if is_draft_source(draft) else draft
+    validate(target, model, input_ids, max_new_tokens, k if isinstance(k, int) else None, do_sample, temperature, verify)
     schedule, k_max, label = _schedule_for(k, backend)
     scheduled_k(schedule, k_max)  # a schedule that cannot give a valid first k fails before any forward
     generator = check_generator(target.device, generator)
     prompt = input_ids.to(target.device)
-    t_step, d_step, compile_s = make_steps(target, draft, backend, prompt.shape[1] + max_new_tokens, k_max)
-    source = ModelDraft(d_step, do_sample=do_sample, temperature=temperature, generator=generator)
+    t_step, d_step, compile_s = make_steps(target, model, backend, prompt.shape[1] + max_new_tokens, k_max)
+    source = draft if model is None else ModelDraft(d_step, do_sample=do_sample, temperature=temperature, generator=generator)
     fields, seconds, ttft = _timed(lambda on_first_token: speculative_decode(
         t_step, source, prompt, max_new_tokens, schedule, do_sample=do_sample, temperature=temperature,
         eos_token_id=eos_token_id, generator=generator, verify=verify, k_max=k_max, on_first_token=on_first_token),
         target.device)
     seq = fields.pop("seq")
-    name = "speculative" if verify == "parallel" else "speculative-sequential"
+    name = getattr(source, "name", "speculative") if model is None else "speculative"
+    name = name if verify == "parallel" else f"{name}-sequential"
     return GenerationResult(sequences=torch.tensor([seq], device=prompt.device, dtype=prompt.dtype),
                             prompt_length=prompt.shape[1], method=_method(name, backend), k=label, **fields,
                             seconds=seconds, ttft_seconds=ttft, compile_seconds=compile_s)
