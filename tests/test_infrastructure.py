@@ -13,7 +13,7 @@ import torch
 import specnb.paths as paths
 from specnb.generate import GenerationResult, autoregressive_generate, cache_argument, speculative_generate
 from specnb.plotting import save_fig, set_style
-from specnb.stack import read_lock, stack_problems
+from specnb.stack import installed_problems, read_lock, stack_problems
 from specnb.results import append_rows, pending, read_results, result_path, write_atomic
 from specnb.timing import (PooledResult, benchmark_op, compare, environment, forward_share, over_prompts, step_latency,
                            summarize)
@@ -210,6 +210,9 @@ def test_stack_problems_name_each_disagreement(tmp_path):
     assert "requirements.in asks transformers==5.23.0" in problems
     assert "seaborn is a dependency in pyproject.toml but not in requirements.lock" in problems
     assert "installs ['numpy'] from conda" in problems
+    (tmp_path / "installed.lock").write_text(f"torch=={torch.__version__}\npytest==0.0.1\nnot-a-package==1.0\n")
+    assert installed_problems(tmp_path / "installed.lock") == [
+        "not-a-package is locked at 1.0 but not installed", f"pytest is locked at 0.0.1 but {pytest.__version__} is installed"]
     (tmp_path / "requirements.lock").write_text("torch>=2.4\n")
     with pytest.raises(ValueError, match="not pinned with ==.*make lock"):
         read_lock(tmp_path / "requirements.lock")
