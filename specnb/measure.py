@@ -31,7 +31,7 @@ from tqdm import tqdm
 from .generate import assisted_generate, autoregressive_generate, judged_tokens, speculative_generate
 from .generate.theory import walltime_speedup
 from .timing import compare, forward_share, over_prompts, step_latencies, summarize
-from .zoo.heldout import corpus_tokens, heldout_prompts, heldout_windows
+from .corpus import corpus_tokens, heldout_prompts, heldout_windows
 
 __all__ = ["format_correlation", "heldout_prompts", "greedy_identity", "sampling_histograms", "total_variation", "pair_costs", "predict_speedup",
            "corpus_tokens", "heldout_windows", "draft_quality", "acceptance", "sps_vs_asg", "correlate"]

@@ -246,7 +246,8 @@ def test_component_times_cover_the_forward():
 
 
 def test_zoo_shaped_models_and_decode_sweep():
-    from specnb.latency import decode_sweep, zoo_shaped_models
+    from specnb.latency import decode_sweep
+    from specnb.zoo import zoo_shaped_models
     from specnb.zoo import spec_parameters, zoo_specs
 
     models = zoo_shaped_models(["p0.01", "d1"])

@@ -11,13 +11,13 @@ a fixed-overhead term plus the roofline (Williams, Waterman & Patterson 2009, CA
 
 - ``ops``: operator microbenchmarks, the fixed-cost fit t = t0 + work / throughput, operator counts.
 - ``model``: decode FLOPs/bytes, the machine roofline, ``LatencyModel`` (1), ``calibrate``, ``predict_vs_measure``.
-- ``ladder``: random-init Llama models (``llama_config``, ``llama_ladder``, ``zoo_shaped_models``).
+- ``ladder``: random-init Llama models (``llama_config``, ``llama_ladder``); the zoo's shapes: ``specnb.zoo.zoo_shaped_models``.
 - ``sweeps``: ``decode_sweep``, ``component_times`` / ``component_table`` (forward hooks), ``backend_sweep``.
 
 Imports point one way: ``ops`` and ``ladder`` depend on no sibling; ``model`` on both; ``sweeps`` on ``ops``.
 """
 
-from .ladder import ZOO_VOCAB, llama_config, llama_ladder, zoo_shaped_models
+from .ladder import ZOO_VOCAB, llama_config, llama_ladder
 from .model import LatencyModel, calibrate, decode_flops_bytes, measure_bandwidth, measure_peak_flops, predict_vs_measure
 from .ops import (DEFAULT_OPS, EMBEDDING_ROWS, OPS, SDPA_HEAD_DIM, SDPA_HEADS, benchmark_ops, count_operators,
                   fit_fixed_cost, operator_counts)
@@ -42,7 +42,6 @@ __all__ = [
     "component_times",
     "component_table",
     "decode_sweep",
-    "zoo_shaped_models",
     "COMPONENTS",
     "SDPA_HEADS",
     "SDPA_HEAD_DIM",

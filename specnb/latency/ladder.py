@@ -1,7 +1,6 @@
 """Random-init Llama models for latency studies (latency does not depend on the weights' values).
 
 - ``llama_config`` / ``llama_ladder``: zoo-like Llama configurations and models over widths and depths.
-- ``zoo_shaped_models``: models with the exact configurations of the zoo (``specnb.zoo.zoo_specs``).
 
 ``transformers`` and ``specnb.zoo`` are imported inside the functions that need them.
 """
@@ -14,7 +13,7 @@ import torch
 
 from .. import models
 
-__all__ = ["ZOO_VOCAB", "llama_config", "llama_ladder", "zoo_shaped_models"]
+__all__ = ["ZOO_VOCAB", "llama_config", "llama_ladder"]
 
 ZOO_VOCAB = 4096  # the zoo's tokenizer
 
@@ -48,24 +47,4 @@ def llama_ladder(widths: Iterable[int] = (416,), depths: Iterable[int] = (1, 12)
                 torch.manual_seed(seed)
                 model = LlamaForCausalLM(config)
             out[f"w{w}-d{L}"] = model.to(device=device, dtype=dtype).eval()
-    return out
-
-
-def zoo_shaped_models(names: Iterable[str] | None = None, seed: int = 0) -> dict:
-    """Random-init models with the exact configurations of the zoo (``specnb.zoo.zoo_specs``).
-    Latency does not depend on the weights' values, so timing studies need not wait for training."""
-    from transformers import LlamaForCausalLM
-
-    from ..zoo import VOCAB_SIZE, llama_config as zoo_config, zoo_specs
-
-    specs = {s.name: s for s in zoo_specs()}
-    names = list(names) if names is not None else list(specs)
-    unknown = [n for n in names if n not in specs]
-    if unknown:
-        raise ValueError(f"unknown zoo models {unknown}; choose from {', '.join(specs)}")
-    out = {}
-    for n in names:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            out[n] = LlamaForCausalLM(zoo_config(specs[n], VOCAB_SIZE)).eval()
     return out

@@ -9,7 +9,7 @@ builds, inspects and documents it.
 Modules, lowest first (each imports only modules above it in this list):
 
 - ``corpus``: constants, ``Layout``, the stdlib corpus and its split rule, tokenizer, manifest, cached token splits.
-- ``specs``: ``ModelSpec``, ``TrainSettings``, the real zoo (``zoo_specs``, ladders, ``kind_of``), configs, size budget.
+- ``specs``: ``ModelSpec``, ``TrainSettings``, the real zoo (``zoo_specs``, ladders, ``kind_of``), configs, size budget, random-init models of the zoo's shapes (``zoo_shaped_models``).
 - ``stream``: ``WindowStream``, the resumable sampler of training windows.
 - ``member``: one model in training: ``Member``, optimizer, LR schedule, distillation loss, ``train_step``.
 - ``checkpoint``: checkpoints, loss logs, ``init_member`` (resume) and ``is_finished``.
@@ -27,7 +27,7 @@ from .card import card_rows, exported_models, write_model_card
 from .checkpoint import (LOG_FIELDS, checkpoint_path, flush_log, init_member, is_finished, log_path, save_checkpoint,
                          trim_log, write_log)
 from .cli import build_parser, main
-from .corpus import (EOT, MAX_POSITIONS, SPLITS, STDLIB_SKIP_DIRS, VOCAB_SIZE, Layout, build_manifest, cached_manifest,
+from ..corpus import (EOT, MAX_POSITIONS, SPLITS, STDLIB_SKIP_DIRS, VOCAB_SIZE, Layout, build_manifest, cached_manifest,
                      encode_split, hash_documents, hash_file, list_stdlib_files, list_text_files, load_corpus, load_split,
                      load_corpus_tokenizer, make_layout, prepare_corpus, read_documents, split_of, stdlib_dir, train_tokenizer,
                      wrap_tokenizer)
@@ -36,7 +36,7 @@ from .member import (Member, autocast_ctx, budget_progress, estimated_steps, lr_
                      new_model, record_loss, scheduler_state, set_lr, teacher_targets, train_step)
 from .specs import (DEPTH_LADDER, MAX_FILE_BYTES, MAX_TOTAL_BYTES, WIDTH_LADDER, BudgetError, ModelSpec, TrainSettings,
                     budget_table, check_budget, spec_parameters, describe_budget, extend_budget, format_table, kind_of,
-                    llama_config, shipped_models, training_groups, training_info, zoo_specs)
+                    llama_config, shipped_models, training_groups, training_info, zoo_shaped_models, zoo_specs)
 from .stream import WindowStream
 from .train import (STOP, acquire_build_lock, allow_recompiles, build, checkpoint_all, group_by_step, install_signal_handlers,
                     load_teacher, measure_speed, request_stop, resolve_budget, step_together, train_group)
@@ -48,7 +48,7 @@ __all__ = [
     "train_tokenizer", "wrap_tokenizer", "load_corpus_tokenizer", "encode_split", "build_manifest", "cached_manifest",
     "prepare_corpus", "load_split", "write_json",
     # specs
-    "MAX_TOTAL_BYTES", "MAX_FILE_BYTES", "BudgetError", "ModelSpec", "TrainSettings", "zoo_specs", "WIDTH_LADDER",
+    "MAX_TOTAL_BYTES", "MAX_FILE_BYTES", "BudgetError", "ModelSpec", "TrainSettings", "zoo_specs", "zoo_shaped_models", "WIDTH_LADDER",
     "DEPTH_LADDER", "kind_of", "training_info", "llama_config", "spec_parameters", "training_groups", "extend_budget",
     "shipped_models", "describe_budget", "budget_table", "format_table", "check_budget",
     # stream

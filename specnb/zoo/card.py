@@ -19,7 +19,7 @@ from transformers import AutoModelForCausalLM
 
 from ..atomic import write_text
 from ..timing import environment, step_latencies
-from .corpus import Layout, load_split
+from ..corpus import Layout, load_split
 from .export import evaluate_lm
 from .specs import TrainSettings
 

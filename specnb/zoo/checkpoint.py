@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_path
-from .corpus import Layout
+from ..corpus import Layout
 from .member import Member, make_optimizer, new_model, scheduler_state
 from .specs import ModelSpec, TrainSettings, describe_budget
 from .stream import WindowStream

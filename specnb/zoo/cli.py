@@ -19,7 +19,7 @@ from ..paths import ZOO
 from ..results import append_rows, result_path
 from .card import card_rows, write_model_card
 from .checkpoint import is_finished
-from .corpus import make_layout, prepare_corpus
+from ..corpus import make_layout, prepare_corpus
 from .specs import MAX_FILE_BYTES, MAX_TOTAL_BYTES, TrainSettings, budget_table, check_budget, extend_budget, format_table, zoo_specs
 from .train import acquire_build_lock, build, measure_speed
 

@@ -20,10 +20,10 @@ import torch.nn.functional as F
 import transformers
 
 from ..atomic import atomic_dir, write_json
-from .corpus import Layout
+from ..corpus import Layout
 from .member import Member, autocast_ctx
 from .specs import ModelSpec, TrainSettings, describe_budget
-from .heldout import heldout_windows
+from ..corpus import heldout_windows
 
 
 @torch.no_grad()

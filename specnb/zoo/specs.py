@@ -25,13 +25,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
+from collections.abc import Iterable
 from pathlib import Path
 
-from transformers import LlamaConfig
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from .. import models
 from ..paths import ZOO
-from .corpus import MAX_POSITIONS, VOCAB_SIZE
+from ..corpus import MAX_POSITIONS, VOCAB_SIZE
 
 MAX_TOTAL_BYTES = 115_000_000
 MAX_FILE_BYTES = 95_000_000
@@ -287,3 +289,19 @@ def check_budget(rows: list[dict], max_total: int = MAX_TOTAL_BYTES, max_file: i
             "shrink the depth ladder or drop snapshots (never the target below 25 M parameters)"
         )
     return total
+
+
+def zoo_shaped_models(names: Iterable[str] | None = None, seed: int = 0) -> dict:
+    """Random-init models with the exact configurations of the zoo (``zoo_specs``).
+    Latency does not depend on the weights' values, so timing studies need not wait for training."""
+    specs = {s.name: s for s in zoo_specs()}
+    names = list(names) if names is not None else list(specs)
+    unknown = [n for n in names if n not in specs]
+    if unknown:
+        raise ValueError(f"unknown zoo models {unknown}; choose from {', '.join(specs)}")
+    out = {}
+    for n in names:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            out[n] = LlamaForCausalLM(llama_config(specs[n], VOCAB_SIZE)).eval()
+    return out

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from transformers import AutoModelForCausalLM
 
 from .checkpoint import flush_log, init_member, is_finished, save_checkpoint
-from .corpus import EOT, Layout, hash_file, load_split, load_corpus_tokenizer, prepare_corpus
+from ..corpus import EOT, Layout, hash_file, load_split, load_corpus_tokenizer, prepare_corpus
 from .export import evaluate_lm, export_model, export_snapshots, member_info
 from .member import Member, make_optimizer, new_model, record_loss, set_lr, teacher_targets, train_step
 from .specs import ModelSpec, TrainSettings, budget_table, check_budget, format_table, training_groups

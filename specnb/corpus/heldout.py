@@ -13,7 +13,7 @@ import random
 import numpy as np
 import torch
 
-from .corpus import list_stdlib_files, split_of, stdlib_dir
+from .stdlib import list_stdlib_files, split_of, stdlib_dir
 
 __all__ = ["heldout_prompts", "corpus_tokens", "heldout_windows"]
 
