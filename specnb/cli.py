@@ -7,20 +7,28 @@ import sys
 
 import torch
 
-from .generate import assisted_generate, autoregressive_generate, speculative_generate
-from .models import load_spec
+from .generate import PromptLookupDraft, assisted_generate, autoregressive_generate, speculative_generate
+from .generate.drafts import is_draft_source
+from .models import load_spec, load_tokenizer
+from .plotting import trace_text
 from .results import append_rows, result_path
 from .timing import compare, environment, summarize
 
 
-def _prompt_ids(args, vocab_size: int) -> torch.Tensor:
-    if args.prompt is not None:
-        from transformers import AutoTokenizer
+def _tokenizer(args):
+    """The target's tokenizer (``zoo/NAME``, a directory, a hub or packaged ID), or None for tiny specs."""
+    if args.target.startswith(("tiny:", "copy")):
+        return None
+    try:
+        return load_tokenizer(args.target)
+    except (OSError, ValueError):
+        return None
 
-        try:
-            tok = AutoTokenizer.from_pretrained(args.target)
-        except Exception as exc:  # noqa: BLE001 - re-raised with the fix
-            raise SystemExit(f"--prompt needs a tokenizer next to the target ({exc}); use --prompt-ids 1,2,3 instead") from exc
+
+def _prompt_ids(args, vocab_size: int, tok) -> torch.Tensor:
+    if args.prompt is not None:
+        if tok is None:
+            raise SystemExit(f"--prompt needs the target's tokenizer and {args.target!r} has none; use --prompt-ids 1,2,3 instead")
         return tok(args.prompt, return_tensors="pt").input_ids
     if args.prompt_ids:
         return torch.tensor([[int(t) for t in args.prompt_ids.split(",")]])
@@ -31,7 +39,10 @@ def _prompt_ids(args, vocab_size: int) -> torch.Tensor:
 def _load(args):
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     target = load_spec(args.target, device=device)
-    draft = load_spec(args.draft, target=target, device=device) if args.draft else None
+    if args.draft == "prompt-lookup":
+        draft = PromptLookupDraft()
+    else:
+        draft = load_spec(args.draft, target=target, device=device) if args.draft else None
     return target, draft, device
 
 
@@ -51,15 +62,21 @@ def _methods(names, target, draft, ids, args):
         raise SystemExit(f"unknown method(s) {unknown}; choose from {sorted(table)}")
     if draft is None and any(n != "autoregressive" for n in names):
         raise SystemExit("speculative and assisted methods need --draft")
+    if is_draft_source(draft) and "assisted" in names:
+        raise SystemExit("assisted generation needs a draft model; --draft prompt-lookup works with the speculative methods")
     return {n: table[n] for n in names}
 
 
 def cmd_generate(args) -> None:
     target, draft, _ = _load(args)
-    ids = _prompt_ids(args, target.config.vocab_size)
+    tok = _tokenizer(args)
+    ids = _prompt_ids(args, target.config.vocab_size, tok)
     method = args.method or ("speculative" if draft is not None else "autoregressive")
     result = _methods([method], target, draft, ids, args)[method]()
-    print("new token ids:", result.new_tokens.tolist())
+    if tok is not None and len(result.sources) == result.num_new_tokens:
+        print(trace_text([tok.decode([t]) for t in result.new_tokens.tolist()], result.sources))
+    else:
+        print("new token ids:", result.new_tokens.tolist())
     for key, value in result.summary().items():
         print(f"{key:>30}: {value}")
 
@@ -67,7 +84,7 @@ def cmd_generate(args) -> None:
 def cmd_bench(args) -> None:
     torch.manual_seed(args.seed)
     target, draft, device = _load(args)
-    ids = _prompt_ids(args, target.config.vocab_size)
+    ids = _prompt_ids(args, target.config.vocab_size, _tokenizer(args))
     methods = _methods(args.methods.split(","), target, draft, ids, args)
     runs = compare(methods, repeats=args.repeats, warmup=args.warmup, device=device)
     table = summarize(runs, baseline=args.methods.split(",")[0])
@@ -90,10 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_)
         p.set_defaults(fn=fn)
         p.add_argument("--target", default="tiny:llama:layers=8:hidden=256", help="tiny:FAMILY[:k=v], a directory or a hub ID")
-        p.add_argument("--draft", default="copy:noise=0.05", help="tiny:..., copy[:noise=x], a directory or a hub ID")
+        p.add_argument("--draft", default="copy:noise=0.05",
+                       help="tiny:..., copy[:noise=x], zoo/NAME, a directory, a hub ID, or prompt-lookup (no model)")
         p.add_argument("--k", type=int, default=4, help="draft tokens per iteration")
         p.add_argument("--max-new-tokens", type=int, default=64)
-        p.add_argument("--prompt", help="text (needs a tokenizer next to the target)")
+        p.add_argument("--prompt", help="text, tokenized with the target's tokenizer")
         p.add_argument("--prompt-ids", help="comma-separated token ids")
         p.add_argument("--prompt-length", type=int, default=16, help="random prompt length when no prompt is given")
         p.add_argument("--sample", action="store_true", help="sample instead of greedy")

@@ -60,6 +60,23 @@ def render_trace(pieces: list[str], sources: list[str]) -> str:
     return f'<div style="font-family:monospace;line-height:1.6">{spans}</div><div style="margin-top:6px">{legend}</div>'
 
 
+#: terminal marks of ``trace_text``: accepted draft tokens stay plain
+TRACE_MARKS = {"draft": ("", ""), "correction": ("[", "]"), "bonus": ("{", "}"), "target": ("<", ">")}
+
+
+def trace_text(pieces: list[str], sources: list[str]) -> str:
+    """Generated text for a terminal: accepted draft tokens plain, the target's own tokens marked
+    ([correction] after a rejection, {bonus} after full acceptance, <target> prefill or plain step),
+    with a legend line."""
+    if len(pieces) != len(sources):
+        raise ValueError(f"got {len(pieces)} text pieces for {len(sources)} sources; decode each new token separately")
+    unknown = set(sources) - set(TRACE_MARKS)
+    if unknown:
+        raise ValueError(f"unknown token sources {sorted(unknown)}; expected {sorted(TRACE_MARKS)}")
+    text = "".join(f"{TRACE_MARKS[s][0]}{p}{TRACE_MARKS[s][1]}" for p, s in zip(pieces, sources))
+    return text + "\n-- accepted draft tokens plain, [correction], {bonus}, <target step>"
+
+
 def plot_token_frequencies(counts, positions=(1, 2, 3), top: int = 8, decode=None):
     """Bar charts, one per position, of the ``top`` most frequent tokens under each method
     (rows of ``specnb.measure.sampling_histograms``). ``decode`` maps a token id to a label."""

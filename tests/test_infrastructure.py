@@ -308,3 +308,22 @@ def test_no_import_cycles_and_no_long_modules():
     assert cycles == [], f"modules on an import cycle: {cycles}"
     long = {str(f.relative_to(ROOT)): n for f in (ROOT / "specnb").rglob("*.py") if (n := len(f.read_text().splitlines())) > 500}
     assert long == {}, f"modules over 500 lines: {long}"
+
+
+def test_cli_generate_decodes_text_and_takes_prompt_lookup(capsys):
+    from specnb.cli import main
+    from specnb.plotting import trace_text
+
+    assert trace_text(["a", "b", "c", "d"], ["target", "draft", "correction", "bonus"]).startswith("<a>b[c]{d}\n")
+    assert main(["generate", "--target", "tiny:llama:layers=2:hidden=32", "--draft", "prompt-lookup",
+                 "--prompt-ids", "3,4,5,3,4,5,3", "--max-new-tokens", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "new token ids:" in out and "method: prompt-lookup" in out and "draft_calls: 0" in out
+    # a zoo name is a local model and its tokenizer (no hub look-up); the output is text with the trace's marks
+    assert main(["generate", "--target", "zoo/target", "--draft", "zoo/d1", "--prompt", "def fibonacci(n):",
+                 "--max-new-tokens", "12"]) == 0
+    out = capsys.readouterr().out
+    assert "accepted draft tokens plain" in out and "new token ids" not in out and "new_tokens: 12" in out
+    with pytest.raises(SystemExit, match="needs a draft model"):
+        main(["generate", "--target", "tiny:llama:layers=2:hidden=32", "--draft", "prompt-lookup", "--method", "assisted",
+              "--prompt-ids", "3,4,5", "--max-new-tokens", "4"])
