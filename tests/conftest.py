@@ -85,3 +85,14 @@ def chi2_pvalue(samples: list[tuple], probs: dict[tuple, float]) -> float:
     obs = np.append(observed[~small], observed[small].sum())
     exp = np.append(expected[~small], expected[small].sum())
     return float(chisquare(obs, exp * obs.sum() / exp.sum()).pvalue)
+
+
+def sampled_continuations(generate, runs: int = RUNS) -> tuple[list[tuple], list[int]]:
+    """``runs`` calls of ``generate()`` (each a GenerationResult): the new tokens of each call, and
+    the accepted count of every iteration of every call."""
+    samples, accepted = [], []
+    for _ in range(runs):
+        out = generate()
+        samples.append(tuple(out.new_tokens.tolist()))
+        accepted.extend(out.accepted)
+    return samples, accepted

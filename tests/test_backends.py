@@ -18,7 +18,7 @@ from specnb.generate import static as fp
 from specnb.generate import autoregressive_generate, cache_argument, speculative_generate
 from specnb.models import perturbed_copy, tiny_model
 
-from conftest import FAMILIES, K, PROMPT, RUNS, V, chi2_pvalue, exact_joint, hf_greedy, prompts
+from conftest import FAMILIES, K, PROMPT, V, chi2_pvalue, exact_joint, hf_greedy, prompts, sampled_continuations
 from conftest import N_NEW_SAMPLED as SAMPLE_NEW
 
 TEMP = 1.0
@@ -222,11 +222,8 @@ def test_static_sampling_matches_target_distribution(sampling_target):
     p, q = exact_joint(target), exact_joint(draft)
     assert 0.5 * sum(abs(p[s] - q[s]) for s in p) > 0.1  # the test has power
     gen = torch.Generator().manual_seed(4321)
-    samples, accepted = [], []
-    for _ in range(RUNS):
-        out = static_speculative_generate(target, draft, PROMPT, SAMPLE_NEW, k=K, do_sample=True, temperature=TEMP, generator=gen)
-        samples.append(tuple(out.new_tokens.tolist()))
-        accepted.extend(out.accepted)
+    samples, accepted = sampled_continuations(lambda: static_speculative_generate(
+        target, draft, PROMPT, SAMPLE_NEW, k=K, do_sample=True, temperature=TEMP, generator=gen))
     assert chi2_pvalue(samples, p) > 1e-3
     assert 0 < sum(accepted) / len(accepted) < K  # accept and reject branches ran
 

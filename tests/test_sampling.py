@@ -13,7 +13,7 @@ import torch
 from specnb.generate import speculative_generate
 from specnb.models import perturbed_copy, tiny_model
 
-from conftest import K, PROMPT, RUNS, V, chi2_pvalue, exact_joint
+from conftest import K, PROMPT, RUNS, V, chi2_pvalue, exact_joint, sampled_continuations
 from conftest import N_NEW_SAMPLED as N_NEW
 
 TEMP = 1.0
@@ -36,11 +36,8 @@ def test_speculative_sampling_matches_target_distribution(target, draft_kind, te
     # the test has power: the draft's own distribution is far from the target's
     assert 0.5 * sum(abs(p[s] - q[s]) for s in p) > 0.1
     gen = torch.Generator().manual_seed(1234)
-    samples, accepted = [], []
-    for _ in range(RUNS):
-        out = speculative_generate(target, draft, PROMPT, N_NEW, k=K, do_sample=True, temperature=temperature, generator=gen)
-        samples.append(tuple(out.new_tokens.tolist()))
-        accepted.extend(out.accepted)
+    samples, accepted = sampled_continuations(lambda: speculative_generate(
+        target, draft, PROMPT, N_NEW, k=K, do_sample=True, temperature=temperature, generator=gen))
     assert chi2_pvalue(samples, p) > 1e-3
     # and draws from the draft alone would be rejected by the same test
     rng = np.random.default_rng(0)
@@ -69,10 +66,12 @@ def test_prompt_lookup_sampling_matches_target_distribution(target):
     prompt = torch.tensor([[1, 3, 2, 1, 3]])  # the lookup finds continuations from the first token on
     p = exact_joint(target, TEMP, prompt=prompt)
     gen = torch.Generator().manual_seed(99)
-    samples, proposed = [], 0
-    for _ in range(RUNS):
-        out = speculative_generate(target, PromptLookupDraft(1), prompt, N_NEW, k=K, do_sample=True, temperature=TEMP,
-                                   generator=gen)
-        samples.append(tuple(out.new_tokens.tolist()))
-        proposed += sum(out.proposed)
-    assert proposed > RUNS and chi2_pvalue(samples, p) > 1e-3
+    runs = []
+
+    def generate():
+        runs.append(speculative_generate(target, PromptLookupDraft(1), prompt, N_NEW, k=K, do_sample=True, temperature=TEMP,
+                                         generator=gen))
+        return runs[-1]
+
+    samples, _ = sampled_continuations(generate)
+    assert sum(sum(r.proposed) for r in runs) > RUNS and chi2_pvalue(samples, p) > 1e-3
