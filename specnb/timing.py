@@ -26,9 +26,9 @@ import torch
 import torch.utils.benchmark as tbench
 from tqdm import tqdm
 
-from .hooks import ForwardTimer
-from .generate import GenerationResult, judged_tokens, synchronize
+from .generate import judged_tokens, synchronize
 from .generate.forward import crop, forward, new_cache
+from .hooks import ForwardTimer
 
 __all__ = ["rotated", "environment", "benchmark_op", "compare", "summarize", "synchronize", "step_latency", "forward_share",
            "PooledResult", "over_prompts", "step_latencies"]
