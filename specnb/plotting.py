@@ -13,7 +13,8 @@ from .atomic import atomic_path
 from .paths import figures_dir
 
 __all__ = ["set_style", "save_fig", "render_trace", "TRACE_COLOURS", "plot_token_frequencies", "plot_methods", "plot_op_latency", "plot_decode_sweep",
-           "plot_speedup_vs_size", "plot_depth_latency", "plot_predictors", "plot_k_sweep", "plot_k_heatmap"]
+           "plot_speedup_vs_size", "plot_depth_latency", "plot_predictors", "plot_k_sweep", "plot_k_heatmap",
+           "plot_speedup_ci", "plot_k_ci"]
 
 
 def set_style() -> None:
@@ -250,5 +251,42 @@ def plot_k_heatmap(grid, points=None):
     ax.set(xlabel="acceptance rate alpha", ylabel="cost ratio c = t_draft / t_target",
            title="Predicted best k (0 = do not speculate)", ylim=(cs.min(), cs.max()))
     ax.set_xticks(np.round(np.linspace(alphas.min(), alphas.max(), 6), 2))
+    fig.tight_layout()
+    return fig
+
+
+def plot_speedup_ci(table, *, label: str = "method", title: str = "Speedup with 95% CI over prompts",
+                    marks: dict | None = None, xlabel: str = "speedup of decode tokens/s"):
+    """One row per ``label``: the speedup and its prompt-level CI (columns speedup, ci_low,
+    ci_high), a line at 1 (no gain); ``marks``: name -> value drawn as labelled vertical lines
+    (e.g. a seed's number or an issue's goal)."""
+    t = table.sort_values("speedup")
+    fig, ax = plt.subplots(figsize=(6.8, 0.45 * len(t) + 1.4))
+    y = range(len(t))
+    ax.errorbar(t["speedup"], y, xerr=[t["speedup"] - t["ci_low"], t["ci_high"] - t["speedup"]], fmt="o", color="C0",
+                ecolor="C0", capsize=3)
+    ax.set_yticks(list(y), list(t[label]))
+    ax.axvline(1.0, color="grey", lw=0.8, ls="--")
+    for i, (name, value) in enumerate((marks or {}).items()):
+        ax.axvline(value, color=f"C{i + 1}", lw=1.2, ls=":")
+        ax.annotate(name, (value, len(t) - 0.5), rotation=90, va="top", ha="right", fontsize=8, color=f"C{i + 1}")
+    ax.set(xlabel=xlabel, title=title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_k_ci(table, *, band: tuple[int, int] | None = (3, 5), band_label: str = "seed 003: K* in 3-5",
+              title: str = "Speedup vs k, 95% CI over prompts"):
+    """Speedup (columns k, speedup, ci_low, ci_high) against k with its CI as a band, and the
+    seed's range of K* shaded."""
+    t = table.sort_values("k")
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    if band is not None:
+        ax.axvspan(band[0] - 0.5, band[1] + 0.5, color="C2", alpha=0.15, label=band_label)
+    ax.fill_between(t["k"], t["ci_low"], t["ci_high"], color="C0", alpha=0.25, label="95% CI")
+    ax.plot(t["k"], t["speedup"], "o-", color="C0", label="measured")
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set(xlabel="draft tokens per iteration k", ylabel="speedup over autoregressive", title=title)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

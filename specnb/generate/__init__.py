@@ -11,11 +11,11 @@ Modules, bottom up (imports point up this list only):
 - ``drafts``: draft sources behind one interface (``ModelDraft``, draft-free ``PromptLookupDraft``)
 - ``schedules``: how many tokens to draft per iteration (constant, HF heuristic, adaptive)
 - ``loops``: ``speculative_decode`` / ``autoregressive_decode`` and their timed wrappers
-- ``assisted``: Hugging Face assisted generation, instrumented
+- ``assisted``: Hugging Face generate (plain, assisted, prompt lookup), instrumented
 - ``theory``: Leviathan et al. 2023's expected tokens, speedup, alpha and optimal k
 """
 
-from .assisted import assisted_generate
+from .assisted import assisted_generate, hf_generate
 from .drafts import ModelDraft, PromptLookupDraft
 from .forward import cache_argument, synchronize
 from .loops import autoregressive_decode, autoregressive_generate, speculative_decode, speculative_generate
@@ -23,6 +23,6 @@ from .result import GenerationResult, judged_tokens
 from .schedules import AdaptiveK, ConstantK, HeuristicK, KSchedule
 from .steps import BACKENDS, DynamicStep, StaticStep
 
-__all__ = ["GenerationResult", "judged_tokens", "autoregressive_generate", "speculative_generate", "assisted_generate",
+__all__ = ["GenerationResult", "judged_tokens", "autoregressive_generate", "speculative_generate", "assisted_generate", "hf_generate",
            "autoregressive_decode", "speculative_decode", "ModelDraft", "PromptLookupDraft", "DynamicStep", "StaticStep", "BACKENDS",
            "ConstantK", "HeuristicK", "AdaptiveK", "KSchedule", "cache_argument", "synchronize"]
