@@ -6,8 +6,8 @@ schedules, theory) ← ``bench``-level modules (``timing``, ``latency``, ``plann
 writes), ``paths``, ``results`` (tidy CSV), ``plotting``, ``models``, ``stack`` (the lock).
 """
 
-from .generate import GenerationResult, PromptLookupDraft, assisted_generate, autoregressive_generate, speculative_generate
+from .generate import GenerationResult, HybridDraft, PromptLookupDraft, assisted_generate, autoregressive_generate, speculative_generate
 
 __version__ = "0.1.0"
 
-__all__ = ["GenerationResult", "PromptLookupDraft", "autoregressive_generate", "speculative_generate", "assisted_generate", "__version__"]
+__all__ = ["GenerationResult", "PromptLookupDraft", "HybridDraft", "autoregressive_generate", "speculative_generate", "assisted_generate", "__version__"]

@@ -220,6 +220,10 @@ def test_prompt_lookup_proposes_hugging_face_candidates():
     assert PromptLookupDraft(3).propose([1, 2, 3, 9, 1, 2, 3, 7, 5, 1, 2, 3], 4)[0].tolist() == [9, 1, 2, 3]
     with pytest.raises(ValueError, match="max_ngram"):
         PromptLookupDraft(0)
+    with pytest.raises(ValueError, match="min_ngram"):
+        PromptLookupDraft(2, min_ngram=3)
+    assert PromptLookupDraft(2, min_ngram=2).propose([1, 2, 3, 9, 5, 3], 4)[0].tolist() == []  # only a 1-gram matches
+    assert PromptLookupDraft(2).propose([1, 2, 3, 9, 5, 3], 4)[0].tolist() == [9, 5, 3]
 
 
 @pytest.mark.parametrize("backend", ["eager", "static"])
@@ -237,3 +241,27 @@ def test_prompt_lookup_is_greedy_exact(pairs, family, backend):
         assert all(1 <= p <= 4 for p in out.proposed) and len(out.sources) == N_NEW
         # a plain target step wherever nothing matched: every forward is prefill, a verification or such a step
         assert out.target_calls == 1 + len(out.accepted) + out.sources.count("target") - 1
+
+
+@pytest.mark.parametrize("backend", ["eager", "static"])
+def test_hybrid_draft_is_greedy_exact_and_uses_both_sources(pairs, backend):
+    from specnb import HybridDraft
+
+    target, drafts = pairs["llama"]
+    hybrid = HybridDraft(drafts["perturbed"])
+    repetitive = torch.tensor([[3, 4, 5, 6, 3, 4, 5, 6, 3, 4]])
+    looked, drafted = 0, 0
+    for ids in [repetitive] + prompts(3, seed=7):
+        ref = autoregressive_generate(target, ids, N_NEW)
+        out = speculative_generate(target, hybrid, ids, N_NEW, k=3, backend=backend)
+        assert torch.equal(out.sequences, ref.sequences)
+        assert hybrid.looked_up + hybrid.drafted == len(out.proposed)  # every iteration proposed something
+        assert out.draft_calls >= hybrid.drafted
+        looked, drafted = looked + hybrid.looked_up, drafted + hybrid.drafted
+    assert looked > 0 and drafted > 0
+    with pytest.raises(ValueError, match="compiled"):
+        speculative_generate(target, hybrid, repetitive, 4, k=2, backend="compiled")
+    with pytest.raises(ValueError, match="draft model"):
+        HybridDraft("zoo/d1")
+    with pytest.raises(ValueError, match="binds one"):
+        HybridDraft(drafts["perturbed"]).prefill(repetitive)

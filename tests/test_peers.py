@@ -51,6 +51,8 @@ def test_interleaved_runs_rotate_methods_and_check_identity(target):
     methods = peer_methods(target, {"p": draft}, 3, max_new_tokens=10)
     assert list(methods) == ["HF greedy", "specnb autoregressive", "HF prompt lookup", "specnb prompt lookup",
                              "HF assisted p", "specnb SpS p"]
+    assert list(peer_methods(target, {"p": draft}, 3, max_new_tokens=10, hf=False, hybrid=True)) == [
+        "specnb autoregressive", "specnb prompt lookup", "specnb SpS p", "specnb hybrid p"]
     ps = [REPEATY, *prompts(2, vocab=50)]
     runs = interleaved_runs(methods, ps, runs=2, warmup=0, progress=False)
     assert len(runs) == 2 * 3 * 6 and runs.identical.all()

@@ -75,3 +75,25 @@ def test_prompt_lookup_sampling_matches_target_distribution(target):
 
     samples, _ = sampled_continuations(generate)
     assert sum(sum(r.proposed) for r in runs) > RUNS and chi2_pvalue(samples, p) > 1e-3
+
+
+@pytest.mark.slow
+def test_hybrid_sampling_matches_target_distribution(target):
+    """Looked-up tokens judged as point masses and model-drafted ones with the model's q, mixed
+    within one sequence, keep the target's distribution exactly."""
+    from specnb import HybridDraft
+
+    prompt = torch.tensor([[1, 3, 2, 1, 3]])  # bigram (3, x) was seen only for x = 2
+    p = exact_joint(target, TEMP, prompt=prompt)
+    gen = torch.Generator().manual_seed(5)
+    hybrid = HybridDraft(perturbed_copy(target, 0.5, seed=3), max_ngram=2, min_ngram=2)  # bigrams only: both sides serve
+    served = [0, 0]
+
+    def generate():
+        out = speculative_generate(target, hybrid, prompt, N_NEW, k=K, do_sample=True, temperature=TEMP, generator=gen)
+        served[0], served[1] = served[0] + hybrid.looked_up, served[1] + hybrid.drafted
+        return out
+
+    samples, _ = sampled_continuations(generate)
+    assert min(served) > RUNS // 10  # both sides served many iterations
+    assert chi2_pvalue(samples, p) > 1e-3

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from specnb.generate.theory import alpha_from_distributions, expected_tokens_per_iteration, optimal_k, walltime_speedup
+from specnb.generate.theory import (alpha_from_distributions, alpha_needed, expected_tokens_per_iteration, optimal_k,
+                                   walltime_speedup)
 
 
 def test_known_values():
@@ -57,3 +58,13 @@ def test_bad_arguments(bad):
         walltime_speedup(args["alpha"], args["k"], args["c"])
     with pytest.raises(ValueError, match="k_max"):
         optimal_k(0.5, 0.1, k_max=0)
+
+
+def test_alpha_needed_inverts_the_speedup():
+    a = alpha_needed(1.5, 3, 0.1, 1.2)
+    assert walltime_speedup(a, 3, 0.1, 1.2) == pytest.approx(1.5, abs=1e-4)
+    assert walltime_speedup(a - 0.01, 3, 0.1, 1.2) < 1.5
+    assert alpha_needed(0.5, 3, 0.1) == 0.0  # reached with no accepted token
+    assert np.isnan(alpha_needed(5.0, 3, 0.1))  # beyond (k + 1) / (k c + 1)
+    with pytest.raises(ValueError):
+        alpha_needed(0.0, 3, 0.1)

@@ -2,7 +2,8 @@
 
 - ``peer_methods(target, drafts, k, eos_token_id)``: the peers of notebook 07, as name ->
   ``fn(input_ids) -> GenerationResult``: HF greedy, specnb autoregressive, HF prompt lookup, specnb
-  prompt lookup, and per draft HF assisted and specnb SpS at the same fixed k.
+  prompt lookup, and per draft HF assisted and specnb SpS at the same fixed k (and specnb's
+  hybrid: prompt lookup, the draft where nothing matches).
 - ``interleaved_runs(methods, prompts, runs)``: every method on every prompt, ``runs`` times; the
   order of methods rotates with each (run, prompt), so drift and thermal state hit all alike. One
   tidy row per (run, prompt, method): decode and TTFT seconds, tokens, accepted and judged draft
@@ -22,7 +23,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from ..generate import (GenerationResult, PromptLookupDraft, autoregressive_generate, hf_generate, judged_tokens,
+from ..generate import (GenerationResult, HybridDraft, PromptLookupDraft, autoregressive_generate, hf_generate, judged_tokens,
                         speculative_generate, synchronize)
 from ..stats import distinct_ngram_ratio, paired_speedup, pooled_alpha
 from ..timing import environment, rotated
@@ -33,8 +34,10 @@ Decoder = Callable[[torch.Tensor], GenerationResult]
 
 
 def peer_methods(target, drafts: Mapping[str, object], k: int, *, max_new_tokens: int, eos_token_id=None,
-                 do_sample: bool = False, temperature: float = 1.0, seed: int = 0, hf: bool = True) -> dict[str, Decoder]:
-    """name -> decoder for the peers; sampled decoders each draw from their own seeded generator."""
+                 do_sample: bool = False, temperature: float = 1.0, seed: int = 0, hf: bool = True,
+                 hybrid: bool = False) -> dict[str, Decoder]:
+    """name -> decoder for the peers; sampled decoders each draw from their own seeded generator.
+    ``hf=False`` leaves Hugging Face's out; ``hybrid`` adds specnb's ``HybridDraft`` per draft."""
     gen = {}
 
     def g(name):  # one generator per method, seeded by its name: the order of calls changes no method's draws
@@ -59,6 +62,9 @@ def peer_methods(target, drafts: Mapping[str, object], k: int, *, max_new_tokens
                                                                                     generator=g(f"asg {n}"), **common)
         methods[f"specnb SpS {name}"] = lambda p, d=draft, n=name: speculative_generate(target, d, p, max_new_tokens, k=k,
                                                                                        generator=g(f"sps {n}"), **common)
+        if hybrid:
+            methods[f"specnb hybrid {name}"] = lambda p, d=draft, n=name: speculative_generate(
+                target, HybridDraft(d), p, max_new_tokens, k=k, generator=g(f"hybrid {n}"), **common)
     return methods
 
 

@@ -8,7 +8,7 @@ Modules, bottom up (imports point up this list only):
 - ``sampling``: greedy/sampled token choice; speculative sampling's accept/correct rule
 - ``static``: preallocated static caches, compiled steps (gpt-fast), model support
 - ``steps``: a model's forward at ``input_pos`` with its cache inside; ``backend`` picks the step
-- ``drafts``: draft sources behind one interface (``ModelDraft``, draft-free ``PromptLookupDraft``)
+- ``drafts``: draft sources behind one interface (``ModelDraft``, draft-free ``PromptLookupDraft``, ``HybridDraft``)
 - ``schedules``: how many tokens to draft per iteration (constant, HF heuristic, adaptive)
 - ``loops``: ``speculative_decode`` / ``autoregressive_decode`` and their timed wrappers
 - ``assisted``: Hugging Face generate (plain, assisted, prompt lookup), instrumented
@@ -16,7 +16,7 @@ Modules, bottom up (imports point up this list only):
 """
 
 from .assisted import assisted_generate, hf_generate
-from .drafts import ModelDraft, PromptLookupDraft
+from .drafts import HybridDraft, ModelDraft, PromptLookupDraft
 from .forward import cache_argument, synchronize
 from .loops import autoregressive_decode, autoregressive_generate, speculative_decode, speculative_generate
 from .result import GenerationResult, judged_tokens
@@ -24,5 +24,5 @@ from .schedules import AdaptiveK, ConstantK, HeuristicK, KSchedule
 from .steps import BACKENDS, DynamicStep, StaticStep
 
 __all__ = ["GenerationResult", "judged_tokens", "autoregressive_generate", "speculative_generate", "assisted_generate", "hf_generate",
-           "autoregressive_decode", "speculative_decode", "ModelDraft", "PromptLookupDraft", "DynamicStep", "StaticStep", "BACKENDS",
+           "autoregressive_decode", "speculative_decode", "ModelDraft", "PromptLookupDraft", "HybridDraft", "DynamicStep", "StaticStep", "BACKENDS",
            "ConstantK", "HeuristicK", "AdaptiveK", "KSchedule", "cache_argument", "synchronize"]

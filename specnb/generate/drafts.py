@@ -16,6 +16,9 @@ as a model.
 - ``PromptLookupDraft``: no model. The continuation of the last n-gram's earliest earlier match in
   prompt + output (Saxena 2023, "Prompt Lookup Decoding"; Hugging Face's
   ``PromptLookupCandidateGenerator``, ``generate(prompt_lookup_num_tokens=...)``, same rule).
+- ``HybridDraft(model)``: prompt lookup where an n-gram matches, the model draft where none does.
+  A source with a ``model`` and ``bind(step, do_sample=, temperature=, generator=)`` is given the
+  model's step by ``speculative_generate``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import torch
 
 from .sampling import logits_to_probs, sample
 
-__all__ = ["ModelDraft", "PromptLookupDraft", "is_draft_source"]
+__all__ = ["ModelDraft", "PromptLookupDraft", "HybridDraft", "is_draft_source"]
 
 
 class ModelDraft:
@@ -70,24 +73,27 @@ def is_draft_source(obj) -> bool:
 
 class PromptLookupDraft:
     """Draft-free proposals: for n = ``max_ngram`` down to 1, the last n tokens of ``seq`` are looked
-    up in ``seq``; the first (leftmost) earlier occurrence with a continuation gives up to k tokens.
+    up in ``seq``; the first (leftmost) earlier occurrence with a continuation gives up to k tokens
+    (``min_ngram`` > 1 ignores shorter matches; Hugging Face's rule is min_ngram = 1).
     No match: no proposal. Deterministic, so under sampling each token is judged as a point mass
     (accepted with probability p(x); Leviathan et al.'s rule with q = 1 at x)."""
 
     name = "prompt-lookup"
     calls = 0  # no forwards
 
-    def __init__(self, max_ngram: int = 2):
+    def __init__(self, max_ngram: int = 2, min_ngram: int = 1):
         if isinstance(max_ngram, bool) or not isinstance(max_ngram, int) or max_ngram < 1:
             raise ValueError(f"max_ngram must be an integer >= 1; got {max_ngram!r} (Hugging Face's default is 2)")
-        self.max_ngram = max_ngram
+        if isinstance(min_ngram, bool) or not isinstance(min_ngram, int) or not 1 <= min_ngram <= max_ngram:
+            raise ValueError(f"min_ngram must be an integer in 1..max_ngram={max_ngram}; got {min_ngram!r}")
+        self.max_ngram, self.min_ngram = max_ngram, min_ngram
 
     def prefill(self, prompt: torch.Tensor) -> None:
         pass
 
     def propose(self, seq: list[int], k: int) -> tuple[torch.Tensor, None]:
         ids = torch.tensor(seq)
-        for n in range(min(self.max_ngram, len(seq) - 1), 0, -1):
+        for n in range(min(self.max_ngram, len(seq) - 1), self.min_ngram - 1, -1):
             windows = ids.unfold(0, n, 1)  # (len - n + 1, n)
             starts = ((windows == ids[-n:]).all(dim=1).nonzero()[:, 0] + n).tolist()
             start = next((s for s in starts if s < len(seq)), None)  # the last n-gram itself has no continuation
@@ -97,3 +103,42 @@ class PromptLookupDraft:
 
     def accept(self, n: int, length: int) -> None:
         pass
+
+
+class HybridDraft:
+    """Prompt lookup first; where no n-gram matches, ``model`` drafts (a ``ModelDraft`` on the step
+    ``speculative_generate`` binds). Each iteration's proposal is judged as what it is: a point mass
+    for a looked-up token, the model's q for a drafted one, so greedy output stays the target's and
+    sampling stays exact. ``looked_up`` / ``drafted``: iterations each side served."""
+
+    name = "hybrid"
+
+    def __init__(self, model, max_ngram: int = 2, min_ngram: int = 1):
+        if not isinstance(model, torch.nn.Module):
+            raise ValueError(f"HybridDraft needs a draft model (a torch module) for the iterations lookup cannot serve; got {type(model).__name__}")
+        self.model, self.lookup, self.inner = model, PromptLookupDraft(max_ngram, min_ngram), None
+        self.looked_up = self.drafted = 0
+
+    @property
+    def calls(self) -> int:
+        return self.inner.calls if self.inner is not None else 0
+
+    def bind(self, step, *, do_sample: bool, temperature: float, generator: torch.Generator | None) -> None:
+        self.inner = ModelDraft(step, do_sample=do_sample, temperature=temperature, generator=generator)
+        self.looked_up = self.drafted = 0
+
+    def prefill(self, prompt: torch.Tensor) -> None:
+        if self.inner is None:
+            raise ValueError("HybridDraft has no model step yet; pass it to speculative_generate, which binds one")
+        self.inner.prefill(prompt)
+
+    def propose(self, seq: list[int], k: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        tokens, _ = self.lookup.propose(seq, k)
+        if tokens.numel():
+            self.looked_up += 1
+            return tokens, None
+        self.drafted += 1
+        return self.inner.propose(seq, k)  # feeds every token of seq its cache lacks, then drafts
+
+    def accept(self, n: int, length: int) -> None:
+        self.inner.accept(n, length)

@@ -203,12 +203,20 @@ def speculative_generate(target, draft, input_ids: torch.Tensor, max_new_tokens:
     """
     check_backend(backend)
     model = None if is_draft_source(draft) else draft
-    validate(target, model, input_ids, max_new_tokens, k if isinstance(k, int) else None, do_sample, temperature, verify)
+    bound = getattr(draft, "model", None) if model is None and callable(getattr(draft, "bind", None)) else None
+    if bound is not None and backend == "compiled":
+        raise ValueError(f"{type(draft).__name__} feeds its model a varying number of tokens, which the compiled "
+                         "backend would recompile for; use backend='eager' or 'static'")
+    validate(target, model if bound is None else bound, input_ids, max_new_tokens, k if isinstance(k, int) else None,
+             do_sample, temperature, verify)
     schedule, k_max, label = _schedule_for(k, backend)
     scheduled_k(schedule, k_max)  # a schedule that cannot give a valid first k fails before any forward
     generator = check_generator(target.device, generator)
     prompt = input_ids.to(target.device)
-    t_step, d_step, compile_s = make_steps(target, model, backend, prompt.shape[1] + max_new_tokens, k_max)
+    t_step, d_step, compile_s = make_steps(target, model if bound is None else bound, backend,
+                                           prompt.shape[1] + max_new_tokens, k_max)
+    if bound is not None:  # a source that drafts with a model of its own: give it the model's step
+        draft.bind(d_step, do_sample=do_sample, temperature=temperature, generator=generator)
     source = draft if model is None else ModelDraft(d_step, do_sample=do_sample, temperature=temperature, generator=generator)
     fields, seconds, ttft = _timed(lambda on_first_token: speculative_decode(
         t_step, source, prompt, max_new_tokens, schedule, do_sample=do_sample, temperature=temperature,

@@ -20,6 +20,7 @@ __all__ = [
     "walltime_speedup",
     "alpha_from_distributions",
     "optimal_k",
+    "alpha_needed",
 ]
 
 
@@ -93,3 +94,18 @@ def optimal_k(alpha, c, k_max: int = 7, verify_cost=1.0) -> int:
     ks = np.arange(1, int(k_max) + 1)
     speedups = [float(walltime_speedup(alpha, int(k), c, verify_cost)) for k in ks]
     return int(ks[int(np.argmax(speedups))])
+
+
+def alpha_needed(speedup: float, k: int, c: float, verify_cost: float = 1.0) -> float:
+    """The smallest alpha at which ``walltime_speedup(alpha, k, c, verify_cost)`` reaches ``speedup``
+    (it rises with alpha), or nan when even alpha = 1 falls short: (k + 1) / (k c + verify_cost)."""
+    from scipy.optimize import brentq
+
+    if speedup <= 0:
+        raise ValueError(f"speedup must be > 0; got {speedup!r}")
+    gap = lambda a: float(walltime_speedup(a, k, c, verify_cost)) - speedup
+    if gap(1.0) < 0:
+        return float("nan")
+    if gap(0.0) >= 0:
+        return 0.0
+    return float(brentq(gap, 0.0, 1.0, xtol=1e-6))
