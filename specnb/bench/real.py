@@ -1,0 +1,150 @@
+"""The studies of notebook 07 on a real pretrained target (SmolLM2-135M-Instruct and the drafts
+``specnb.distill`` trained for it), each returning tidy frames with prompt-level CIs.
+
+- ``self_drafts(target)``: the untrained truncated self-drafts (first 1 and 2 layers, full head),
+  the floor every trained draft must beat.
+- ``drafts_card(drafts, folder)``: what each draft is: layers, own parameters, bytes stored,
+  head tokens, training steps, tokens and minutes, held-out top-1 agreement.
+- ``k_sweep(target, draft, prompts, ks)``: SpS at every k against specnb autoregressive, one
+  interleaved run; speedup and alpha per k with CIs; ``stats.k_star_set`` reads K* from it.
+- ``draft_sweep(target, drafts, prompts, k)``: every draft at one k, interleaved; speedup, alpha,
+  and the cost ratio c from interleaved step latencies.
+- ``depth_latency(target, depths)``: decode-step latency of truncated copies by depth, with a
+  least-squares line (seed 004's "latency grows linearly with depth").
+- ``alpha_to_pay(costs)``: from measured c and verify costs per k (``measure.pair_costs``), the
+  alpha a draft needs to break even and to reach each speedup goal (Thm 3.8 inverted).
+- ``zoo_findings()``: what the committed zoo notebooks measured for the same claims (their CSVs),
+  for the verdict table's "zoo" column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats as _stats
+
+from ..generate import autoregressive_generate, speculative_generate
+from ..generate.theory import alpha_needed
+from ..models import count_parameters, truncated_copy
+from ..paths import DATA
+from ..shallow import read_metadata, shallow_draft
+from ..timing import step_latencies
+from .peers import interleaved_runs, speedup_table
+
+__all__ = ["self_drafts", "drafts_card", "k_sweep", "draft_sweep", "depth_latency", "alpha_to_pay", "zoo_findings"]
+
+
+def self_drafts(target, depths: Sequence[int] = (1, 2)) -> dict:
+    """``self-NL``: the target's first N layers, its final norm, embedding and full head, untrained."""
+    return {f"self-{n}L": shallow_draft(target, range(n)) for n in depths}
+
+
+def drafts_card(drafts: Mapping[str, torch.nn.Module], folder: str | Path | None = None) -> pd.DataFrame:
+    """One row per draft; trained ones (a file in ``folder``) carry their training record."""
+    rows = []
+    for name, d in drafts.items():
+        own = sum(p.numel() for n, p in d.named_parameters() if not n.startswith(("model.embed_tokens", "lm_head")))
+        ids = getattr(d.lm_head, "ids", None)
+        row = {"draft": name, "layers": d.config.num_hidden_layers, "own_params_M": own / 1e6,
+               "head_tokens": int(ids.numel()) if ids is not None else d.config.vocab_size}
+        path = Path(folder) / f"{name}.safetensors" if folder is not None else None
+        if path is not None and path.exists():
+            meta = read_metadata(path)
+            rec = meta["record"]
+            row.update(init=f"{meta['spec'].init} {list(meta['spec'].layers)}", stored_MB=path.stat().st_size / 1e6,
+                       steps=rec.get("steps"), train_tokens_M=(rec.get("tokens") or 0) / 1e6, train_minutes=rec.get("minutes"),
+                       heldout_top1=rec.get("heldout_top1"), heldout_kl=rec.get("heldout_kl"))
+        else:
+            row.update(init="untrained: the target's first layers", stored_MB=0.0, steps=0, train_tokens_M=0.0, train_minutes=0.0)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def k_sweep(target, draft, prompts: Sequence[torch.Tensor], ks: Sequence[int] = range(1, 8), *, new_tokens: int,
+            runs: int = 1, eos_token_id=None, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(runs, table): SpS of ``draft`` at every k and specnb autoregressive, interleaved per prompt;
+    the table has one row per k with speedup over autoregressive, its CI, and alpha with its CI."""
+    methods = {"specnb autoregressive": lambda p: autoregressive_generate(target, p, new_tokens, eos_token_id=eos_token_id)}
+    for k in ks:
+        methods[f"k={k}"] = lambda p, k=k: speculative_generate(target, draft, p, new_tokens, k=k, eos_token_id=eos_token_id)
+    frame = interleaved_runs(methods, prompts, runs=runs, label="k sweep", progress=progress)
+    table = speedup_table(frame, "specnb autoregressive")
+    table = table[table.method != "specnb autoregressive"].assign(k=lambda t: t.method.str[2:].astype(int))
+    return frame, table.reset_index(drop=True)
+
+
+def draft_sweep(target, drafts: Mapping[str, torch.nn.Module], prompts: Sequence[torch.Tensor], *, k: int, new_tokens: int,
+                runs: int = 1, eos_token_id=None, context: int = 128, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(runs, table): SpS of every draft at ``k`` against specnb autoregressive, interleaved per
+    prompt; the table adds each draft's c (decode-step latency over the target's, interleaved)."""
+    methods = {"specnb autoregressive": lambda p: autoregressive_generate(target, p, new_tokens, eos_token_id=eos_token_id)}
+    for name, d in drafts.items():
+        methods[name] = lambda p, d=d: speculative_generate(target, d, p, new_tokens, k=k, eos_token_id=eos_token_id)
+    frame = interleaved_runs(methods, prompts, runs=runs, label="drafts", progress=progress)
+    table = speedup_table(frame, "specnb autoregressive")
+    table = table[table.method != "specnb autoregressive"].rename(columns={"method": "draft"})
+    lat = step_latencies({"target": target, **drafts}, context=context, rounds=3, progress=progress).set_index("model")
+    table["c"] = table["draft"].map(lambda n: lat.loc[n, "median_s"] / lat.loc["target", "median_s"])
+    return frame, table.reset_index(drop=True)
+
+
+def depth_latency(target, depths: Sequence[int] = (1, 2, 4, 8, 16), *, context: int = 128, progress: bool = True) -> tuple[pd.DataFrame, dict]:
+    """(rows, fit): decode-step latency of the target truncated to each depth (and whole), and the
+    least-squares line ms = slope * layers + intercept with its r²."""
+    total = target.config.num_hidden_layers
+    models = {f"{n} layers": truncated_copy(target, n) for n in depths if n < total}
+    models[f"{total} layers"] = target
+    lat = step_latencies(models, context=context, rounds=3, progress=progress)
+    lat["layers"] = lat["model"].str.split().str[0].astype(int)
+    lat["decode_ms"] = 1e3 * lat["median_s"]
+    lat["params_M"] = [count_parameters(m) / 1e6 for m in models.values()]
+    fit = _stats.linregress(lat["layers"], lat["decode_ms"])
+    return lat, {"slope_ms_per_layer": fit.slope, "intercept_ms": fit.intercept, "r2": fit.rvalue ** 2}
+
+
+def alpha_to_pay(costs: pd.DataFrame, goals: Sequence[float] = (1.0, 1.5, 2.0)) -> pd.DataFrame:
+    """Per k of ``costs`` (columns k, c, verify_cost): the alpha needed for each speedup goal
+    (``theory.alpha_needed``; nan: unreachable at this k even with every token accepted)."""
+    out = costs[["k", "c", "verify_cost"]].copy()
+    for g in goals:
+        out[f"alpha for {g:g}x"] = [alpha_needed(g, int(k), c, v) for k, c, v in zip(out.k, out.c, out.verify_cost)]
+    return out
+
+
+def _read(name: str) -> pd.DataFrame | None:
+    """The latest run's rows of a committed result (rows are appended run after run)."""
+    path = DATA / "results" / f"{name}.csv"
+    if not path.exists():
+        return None
+    frame = pd.read_csv(path)
+    return frame[frame.env_time == frame.env_time.max()] if "env_time" in frame else frame
+
+
+def zoo_findings() -> dict[str, str]:
+    """claim key -> what the committed zoo run measured (from data/results), or "not run"."""
+    out = {}
+    sps = _read("sps_vs_asg")
+    if sps is not None:
+        piv = sps.pivot_table(index="draft", columns="implementation", values="speedup")
+        out["sps_vs_asg"] = ", ".join(f"{d}: {r:.2f}x" for d, r in (piv["SpS"] / piv["AsG"]).items())
+        out["speedup"] = ", ".join(f"{d}: {r:.2f}x" for d, r in piv["SpS"].items())
+    ks = _read("k_star")
+    if ks is not None:
+        out["k_star"] = ", ".join(f"{d}: {k}" for d, k in zip(ks["draft"], ks["K* measured"]))
+    dl = _read("depth_latency")
+    if dl is not None and "r2" in dl:
+        out["depth_latency"] = f"{dl['slope_ms_per_layer'].iloc[0]:.2f} ms/layer, r² {dl['r2'].iloc[0]:.3f}"
+    corr = _read("acceptance_correlations")
+    if corr is not None:
+        c = corr[(corr.predictor == "accuracy") & (corr.method == "spearman") & (corr.outcome == "alpha_greedy")]
+        if len(c):
+            out["accuracy"] = f"Spearman {c.r.iloc[0]:+.2f} [{c.ci_low.iloc[0]:+.2f}, {c.ci_high.iloc[0]:+.2f}], n={int(c.n.iloc[0])}"
+    size = _read("size_speedup")
+    if size is not None and "measured_speedup" in size:
+        best = size.groupby("draft")["measured_speedup"].max()
+        out["smallest"] = f"best {best.idxmax()} ({best.max():.2f}x)"
+    return out
