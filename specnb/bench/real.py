@@ -31,6 +31,7 @@ from ..generate import autoregressive_generate, speculative_generate
 from ..generate.theory import alpha_needed
 from ..models import count_parameters, truncated_copy
 from ..paths import DATA
+from ..results import read_results
 from ..shallow import read_metadata, shallow_draft
 from ..timing import step_latencies
 from .peers import interleaved_runs, speedup_table
@@ -117,10 +118,9 @@ def alpha_to_pay(costs: pd.DataFrame, goals: Sequence[float] = (1.0, 1.5, 2.0)) 
 
 def _read(name: str) -> pd.DataFrame | None:
     """The latest run's rows of a committed result (rows are appended run after run)."""
-    path = DATA / "results" / f"{name}.csv"
-    if not path.exists():
+    frame = read_results(DATA / "results" / f"{name}.csv")
+    if frame.empty:
         return None
-    frame = pd.read_csv(path)
     return frame[frame.env_time == frame.env_time.max()] if "env_time" in frame else frame
 
 
