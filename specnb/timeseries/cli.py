@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .data import DATA_ENV
-from .training import MODELS, TS_DIR, train
+from .training import MODELS, TS_DIR, train, train_ensemble
 
 __all__ = ["main"]
 
@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         if (TS_DIR / name / "model.safetensors").exists() and not args.force:
             print(f"{name}: weights exist, skipping (use --force to retrain)")
             continue
-        info = train(name, data_dir=args.data, **MODELS[name])
+        preset = MODELS[name]
+        info = (train_ensemble if "members" in preset else train)(name, data_dir=args.data, **preset)
         print(f"{name}: {info['params']:,} params, best val {info['best_val_loss']:.4f}, {info['train_seconds']:.0f} s")
     return 0
