@@ -14,6 +14,7 @@ from specnb.generate import autoregressive_generate, speculative_generate
 from specnb.latency import LatencyModel
 from specnb.models import tiny_model
 from specnb.generate.schedules import AdaptiveK, HeuristicK
+from conftest import prompts
 from specnb.generate.theory import expected_tokens_per_iteration, optimal_k, walltime_speedup
 
 KS = (1, 2, 3)
@@ -279,3 +280,40 @@ def test_validate_bad_input(models, plan):
     assert calls == []
     with pytest.raises(ValueError, match="validation lacks"):
         planner.report(pd.DataFrame({"method": ["x"]}))
+
+
+# ---------------------------------------------------------------- replayed greedy acceptance
+@pytest.mark.parametrize("kind", ["perturbed", "random", "copy"])
+def test_replayed_match_mask_gives_the_loops_exact_counts_at_every_k(pairs, kind):
+    """One teacher-forced draft forward over the target's greedy output predicts, for every k,
+    the accepted and proposed tokens per iteration of speculative_generate exactly."""
+    from specnb.planner import match_mask, replay, tokens_per_iteration
+
+    target, drafts = pairs["llama"]
+    draft = drafts[kind]
+    masks = []
+    for ids in prompts(3, seed=4):
+        seq = autoregressive_generate(target, ids, 24).sequences
+        mask = match_mask(seq, draft, ids.shape[1])
+        masks.append(mask)
+        for k in (1, 2, 3, 5, 7):
+            run = speculative_generate(target, draft, ids, 24, k=k)
+            rep = replay(mask, k)
+            assert rep["accepted"] == list(run.accepted) and rep["proposed"] == list(run.proposed)
+            assert rep["target_calls"] == run.target_calls
+    table = tokens_per_iteration(masks, (1, 4)).set_index("k")
+    if kind == "copy":
+        assert (table["acceptance_rate"] == 1.0).all() and table.loc[4, "tokens_per_iteration"] > 4
+    if kind == "random":
+        assert table.loc[4, "acceptance_rate"] < 0.5
+
+
+def test_replay_checks_its_inputs():
+    from specnb.planner import replay
+    with pytest.raises(ValueError, match="k must be"):
+        replay([False, True], 0)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        replay([False, True], 1, max_new_tokens=5)
+    # 5 tokens: the prefill, one iteration accepting 2 of 2 (+1), then one token left: a plain target step
+    assert replay([False, True, True, False, True], 2) == {"accepted": [2], "proposed": [2], "target_calls": 3}
+    assert replay([False, True, False, True, True, True], 2) == {"accepted": [1, 2], "proposed": [2, 2], "target_calls": 3}

@@ -7,6 +7,8 @@ the prediction against an interleaved measurement.
 - ``predict``: the extended Thm 3.8 prediction (theory in its docstring), ``calibrate``,
   ``recommend``, ``run_recommended``, ``adaptive_schedule``, ``optimal_k_grid``.
 - ``validation``: ``validate`` (predicted vs measured, interleaved) and ``report``.
+- ``runs``: greedy acceptance replayed from where the draft agrees with the target
+  (``match_mask``, ``replay``, ``tokens_per_iteration``): exact per k, no i.i.d. alpha.
 
 Typical use::
 
@@ -29,6 +31,7 @@ from .predict import (
     recommend,
     run_recommended,
 )
+from .runs import match_mask, replay, tokens_per_iteration
 from .validation import VALIDATION_COLUMNS, report, validate
 
 __all__ = [
@@ -40,6 +43,9 @@ __all__ = [
     "report",
     "optimal_k_grid",
     "adaptive_schedule",
+    "match_mask",
+    "replay",
+    "tokens_per_iteration",
     "PLAN_COLUMNS",
     "VALIDATION_COLUMNS",
 ]
