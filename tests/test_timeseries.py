@@ -303,6 +303,9 @@ def test_train_resume_save_load(tmp_path, monkeypatch):
     assert info["history"][0]["epoch"] == 1 and not (tmp_path / "w" / "t" / "checkpoint.pt").exists()
     model, meta = ts.load_model("t", tmp_path / "w")
     assert meta["params"] == count_parameters(model) and model.cfg.d_model == 8
+    deep = ts.train("d", base=ts.TSConfig(d_model=8, n_heads=2, d_ff=8, n_layers=2), epochs=1, steps_per_epoch=1,
+                    batch_size=8, directory=tmp_path / "w", data_dir=tmp_path / "data", progress=False)
+    assert deep["config"]["n_layers"] == 2  # layers defaults to the base config's
     with pytest.raises(FileNotFoundError, match="python -m specnb.timeseries train"):
         ts.load_model("missing", tmp_path / "w")
     # pooled datasets double the training windows; a distilled student fits its teacher, not the data

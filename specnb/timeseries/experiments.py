@@ -24,7 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..stats import bootstrap_ci, paired_speedup
-from ..timing import benchmark_op, rotated
+from ..timing import benchmark_op, rotated, synchronize
 from .data import CONTEXT, HORIZONS, make_windows
 from .forecast import Forecast, speculative_forecast, target_forecast
 from ..models import count_parameters
@@ -89,6 +89,13 @@ def acceptance_ci(stats: Mapping) -> dict:
     return {"acceptance": est, "acceptance_low": low, "acceptance_high": high}
 
 
+def _mse_ci(se: np.ndarray, ref: np.ndarray) -> tuple[tuple, tuple]:
+    """(mean, low, high) of per-window MSEs, and of their ratio to ``ref``'s on the same windows
+    (paired), each a percentile bootstrap CI over windows."""
+    return (bootstrap_ci([se], np.mean, method="percentile"),
+            bootstrap_ci([se, ref], lambda x, y: x.mean() / y.mean(), method="percentile"))
+
+
 def quality_table(models: Mapping[str, PatchTransformer], series: np.ndarray, horizons=HORIZONS, *, reference: str = "target",
                   stride: int = 24, context: int = CONTEXT, progress: bool = True) -> pd.DataFrame:
     """Every model alone as a forecaster, per horizon: MSE with a CI over windows, MAE, and the
@@ -98,8 +105,7 @@ def quality_table(models: Mapping[str, PatchTransformer], series: np.ndarray, ho
         errs = {n: window_errors(m, series, h, context=context, stride=stride) for n, m in models.items()}
         ref = errs[reference][0]
         for name, (se, ae, _) in errs.items():
-            mse, low, high = bootstrap_ci([se], np.mean, method="percentile")
-            ratio = bootstrap_ci([se, ref], lambda a, b: a.mean() / b.mean(), method="percentile")
+            (mse, low, high), ratio = _mse_ci(se, ref)
             rows.append({"model": name, "horizon": h, "windows": len(se), "mse": mse, "mse_low": low, "mse_high": high,
                          "mae": float(ae.mean()), f"mse_vs_{reference}": ratio[0], "ratio_low": ratio[1], "ratio_high": ratio[2]})
     return pd.DataFrame(rows)
@@ -135,8 +141,10 @@ def forecast_runs(methods: Mapping[str, Callable[[torch.Tensor, int], Forecast]]
     for r in range(runs):
         for b, (ctx, truth) in enumerate(batches):
             for name in rotated(names, r * len(batches) + b):
+                synchronize(None)  # every CUDA device in use (the models may sit elsewhere than ctx)
                 start = time.perf_counter()
                 fc = methods[name](ctx, horizon)
+                synchronize(None)  # every CUDA device in use (the models may sit elsewhere than ctx)
                 sec = time.perf_counter() - start
                 rows.append({"run": r, "prompt": b, "method": name, "seconds": sec, "points": fc.values.numel(),
                              "mse": float((fc.values - truth[:, :horizon]).pow(2).mean()), "target_calls": fc.target_calls,
@@ -248,8 +256,7 @@ def speculative_table(target: PatchTransformer, variants: Mapping[str, tuple[Pat
                 else:
                     draft, kw = variants[name]
                     se, _, stats = window_errors(target, series, h, draft=draft, context=context, stride=stride, **kw)
-                mse = bootstrap_ci([se], np.mean, method="percentile")
-                ratio = bootstrap_ci([se, ref_se], lambda x, y: x.mean() / y.mean(), method="percentile")
+                mse, ratio = _mse_ci(se, ref_se)
                 row.update(acceptance_ci(stats), windows=len(se))
             else:
                 mse = ratio = nan3

@@ -1,20 +1,23 @@
 """Target-only and speculative forecasting with ``PatchTransformer``s (Leviathan et al., "Fast
 Inference from Transformers via Speculative Decoding", ICML 2023, with patches as tokens).
 
-- Decoding runs in a fixed-shape buffer of L = context/P + ceil(horizon/P) patch slots. Every
-  forward sees the same shape, so, with causal attention, the prediction at slot t is bitwise
-  independent of whatever sits in later slots. Target-only and speculative decoding call the
-  same ``score`` on that buffer, which is why tolerance 0 reproduces target-only output exactly.
+- Decoding fills a buffer of L = context/P + ceil(horizon/P) patch slots (plus k scratch slots
+  when cached). With ``cache=True`` (default) each model keeps a ``KVCache`` and a forward feeds
+  only the patches its cache lacks: one per draft step, k + 1 per verify, one per target-only
+  step; rows that finish leave the batch. With ``cache=False`` every forward re-scores the whole
+  fixed-shape buffer, so the prediction at slot t is bitwise independent of later slots and
+  tolerance 0 reproduces target-only output exactly (cached, it matches to float rounding).
 - Each iteration: the draft rolls out k patches autoregressively; the target scores all of them
   in ONE forward; draft patch j is accepted by a rule, patch by patch; the first rejected patch
   is replaced by the target's own prediction from that same forward; if all k are accepted the
   target's next prediction is a free bonus patch. So every iteration emits accepted + 1 patches.
 - Rules, on the instance-normalised scale (units of the context's std):
   ``tolerance``: accept iff mse(draft, target) <= tol and |mean(draft - target)| <= bias
-  (seed 001's mse_tol / bias rule); ``gaussian``: accept iff u < exp(-P * mse / (2 sigma^2)),
+  (seed 001's mse_tol / bias tests); ``gaussian``: accept iff u < exp(-P * mse / (2 sigma^2)),
   u ~ U[0, 1) from a seeded generator, the likelihood ratio N(x_d; mu_t, sigma^2) /
   N(x_d; mu_d, sigma^2) at the draft's point forecast x_d = mu_d (Leviathan's accept step for
-  Gaussian heads; the rejected patch is replaced by the target's mean, not a residual sample).
+  Gaussian heads; the rejected patch is replaced by the target's mean, not a residual sample);
+  ``seed001``: both at once, our reading of seed 001's sigma / bias / mse_tol (it gives no code).
 - Horizons that are not a multiple of P (336, 720) are rolled out to ceil(H/P) patches and cut,
   as Timer-XL's own test loop does.
 """
@@ -124,7 +127,7 @@ def _accept(draft: torch.Tensor, target: torch.Tensor, rule: str, tol: float, bi
     if rule == "tolerance":
         return within
     ratio = torch.exp(-draft.shape[-1] * mse / (2 * sigma**2)) if sigma > 0 else (mse == 0).to(mse.dtype)
-    u = torch.rand(mse.shape, generator=gen, dtype=mse.dtype)
+    u = torch.rand(mse.shape, generator=gen, dtype=mse.dtype).to(mse.device)  # a CPU generator, any device
     return (u < ratio) & within if rule == "seed001" else u < ratio
 
 

@@ -33,8 +33,8 @@ __all__ = ["TS_DIR", "MODELS", "TRAIN_PATCHES", "save_model", "load_model", "tra
 TS_DIR = DATA / "ts"
 
 # name -> keyword arguments of ``train`` (``train_ensemble`` when "members" is given), in training order.
-# - target: a deep ensemble of 7 identical models (seeds 0-6) on the ETTh1 + ETTh2 train splits,
-#   the strongest forecaster found on 2 cores (single models plateau at the same test MSE as their drafts).
+# - target: a deep ensemble of 7 identical models (seeds 0-6) on the ETTh1 + ETTh2 train splits
+#   (Lakshminarayanan et al., NeurIPS 2017), so that it forecasts better than the drafts distilled from it.
 # - drafts: width-scaled single models distilled from the target (they fit its forecasts, not the data).
 # - seed 001's progression: a 2-layer 0.7x pre-trained for 15 epochs on ETTh2 (our offline stand-in for
 #   the seed's Electricity), then fine-tuned on ETTh1 at the seed's learning rate 5e-5, both distilled.
@@ -148,15 +148,16 @@ def train_ensemble(name: str, *, members: int, seed: int = 0, directory: str | P
 
 def train(name: str, *, scale: float = 1.0, dataset: str = "ETTh1", epochs: int = 6, lr: float = 1e-3,
           init: str | None = None, batch_size: int = 128, seed: int = 0, steps_per_epoch: int | None = None,
-          layers: int = 1, dropout: float = 0.0, teacher: str | None = None, base: TSConfig | None = None, directory: str | Path | None = None, data_dir: str | Path | None = None,
-          progress: bool = True) -> dict:
+          layers: int | None = None, dropout: float | None = None, teacher: str | None = None, base: TSConfig | None = None,
+          directory: str | Path | None = None, data_dir: str | Path | None = None, progress: bool = True) -> dict:
     """Train (or resume) model NAME: AdamW, cosine schedule, next-patch MSE over TRAIN_PATCHES-patch
     windows of the train split of ``dataset`` ("ETTh1", or "ETTh1+ETTh2" to pool the train splits, each
     scaled by its own train statistics), from ``init``'s weights if given, else a ``scaled_config(scale,
-    base)`` model with ``layers`` blocks and ``dropout``; best epoch by validation loss on the first
-    dataset named. With ``teacher`` (a trained model's name) the model is distilled: it fits the
-    teacher's next-patch predictions instead of the data, in training and validation. A checkpoint is saved atomically after every epoch and
-    removed when done. Returns the train.json dict."""
+    base)`` model with ``layers`` blocks and ``dropout`` (each defaults to ``base``'s); best epoch by
+    validation loss on the first dataset named. With ``teacher`` (a trained model's name) the model
+    is distilled: it fits the teacher's next-patch predictions instead of the data, in training and
+    validation. A checkpoint is saved atomically after every epoch and removed when done. Returns
+    the train.json dict."""
     folder = Path(directory or TS_DIR) / name
     folder.mkdir(parents=True, exist_ok=True)
     ckpt = folder / "checkpoint.pt"
@@ -170,7 +171,9 @@ def train(name: str, *, scale: float = 1.0, dataset: str = "ETTh1", epochs: int 
         model, _ = load_model(init, directory)
         model.train()
     else:
-        base = dataclasses.replace(base or TSConfig(), n_layers=layers, dropout=dropout)
+        base = base or TSConfig()
+        base = dataclasses.replace(base, n_layers=base.n_layers if layers is None else layers,
+                                   dropout=base.dropout if dropout is None else dropout)
         model = PatchTransformer(scaled_config(scale, base)).train()
     mentor = load_model(teacher, directory)[0] if teacher else None
     steps = steps_per_epoch or math.ceil(len(train_w) / batch_size)
