@@ -14,6 +14,7 @@ from specnb.generate import autoregressive_generate, speculative_generate
 from specnb.latency import LatencyModel
 from specnb.models import tiny_model
 from specnb.generate.schedules import AdaptiveK, HeuristicK
+from specnb.generate import HybridDraft, PromptLookupDraft
 from conftest import prompts
 from specnb.generate.theory import expected_tokens_per_iteration, optimal_k, walltime_speedup
 
@@ -35,8 +36,38 @@ def plan(models):
 
 
 def hand_prediction(row) -> float:
-    tau = row.k + 1 if row.alpha == 1 else (1 - row.alpha ** (row.k + 1)) / (1 - row.alpha)
+    """The i.i.d. prediction: Leviathan's Eq. 1 with the pooled alpha, over the measured costs."""
+    a = row.alpha_iid
+    tau = row.k + 1 if a == 1 else (1 - a ** (row.k + 1)) / (1 - a)
     return tau * (row.t_target_s + row.t_loop_ar_s) / (row.k * row.t_draft_s + row.t_verify_s + row.t_loop_s)
+
+
+def hand_replayed(target, plan, draft, k, prompts, n_new) -> float:
+    """The replayed prediction by hand: walk the loop on the target's greedy output with the
+    draft's own greedy proposals, price every iteration at the plan's costs, sum over prompts."""
+    rows = plan[plan["draft"] == draft].set_index("k")
+    c, loop, pre, loop_ar = (rows.loc[k, col] for col in ("c", "loop_cost", "prefill_cost", "loop_cost_ar"))
+    spec = ar = 0.0
+    for ids in prompts:
+        seq = autoregressive_generate(target, ids, n_new).sequences[0].tolist()
+        new, t = 1, pre
+        while new < n_new:
+            kk = min(k, n_new - new - 1)
+            if kk == 0:
+                t, new = t + 1 + loop, new + 1
+                continue
+            guess = autoregressive_generate(draft_models[draft], torch.tensor([seq[: ids.shape[1] + new]]), kk)
+            guess = guess.sequences[0, -kk:].tolist()
+            truth = seq[ids.shape[1] + new: ids.shape[1] + new + kk]
+            a = next((i for i in range(kk) if guess[i] != truth[i]), kk)
+            t += kk * c + rows.loc[kk, "verify_cost"] + loop
+            new += a + 1
+        spec += t
+        ar += (n_new - 1) * (1 + loop_ar)
+    return ar / spec
+
+
+draft_models = {}
 
 
 def test_calibrate_one_row_per_pair(plan):
@@ -53,21 +84,35 @@ def test_calibrate_one_row_per_pair(plan):
     assert (plan["pays"] == (plan["predicted_speedup"] > 1)).all()
 
 
-def test_prediction_matches_hand_computation(plan):
+def test_replayed_prediction_matches_hand_computation(models, plan):
+    target, drafts = models
+    draft_models.update(drafts)
+    for draft in ("copy", "random"):
+        for k in KS:
+            row = plan.set_index(["draft", "k"]).loc[(draft, k)]
+            assert row["predicted_speedup"] == pytest.approx(hand_replayed(target, plan, draft, k, PROMPTS, N_NEW), rel=1e-9)
+            assert row["predicted_lo"] <= row["predicted_speedup"] * (1 + 1e-9) and row["predicted_hi"] >= row["predicted_lo"]
+    # a draft that copies the target accepts everything: k + 1 tokens per full iteration, fewer only where k is capped
+    copy = plan[plan["draft"] == "copy"].set_index("k")
+    assert (copy["alpha"] == 1.0).all() and copy.loc[1, "tokens_per_iteration"] == 2.0
+    assert (copy["tokens_per_iteration"] <= copy.index + 1).all()
+
+
+def test_iid_prediction_matches_hand_computation(plan):
     for row in plan.itertuples(index=False):
-        assert row.predicted_speedup == pytest.approx(hand_prediction(row), rel=1e-9)
+        assert row.predicted_speedup_iid == pytest.approx(hand_prediction(row), rel=1e-9)
         # the same from the ratios, and its pieces
-        tau = expected_tokens_per_iteration(row.alpha, row.k)
-        assert row.tokens_per_iteration == pytest.approx(tau)
-        assert row.predicted_speedup == pytest.approx(
+        tau = expected_tokens_per_iteration(row.alpha_iid, row.k)
+        assert row.tokens_per_iteration_iid == pytest.approx(tau)
+        assert row.predicted_speedup_iid == pytest.approx(
             tau * (1 + row.loop_cost_ar) / (row.k * row.c + row.verify_cost + row.loop_cost), rel=1e-9)
         assert row.c == pytest.approx(row.t_draft_s / row.t_target_s)
         assert row.verify_cost == pytest.approx(row.t_verify_s / row.t_target_s)
-        assert row.predicted_tokens_per_second == pytest.approx(tau / row.seconds_per_iteration)
+        assert row.predicted_tokens_per_second == pytest.approx(row.tokens_per_iteration / row.seconds_per_iteration)
         assert row.predicted_speedup == pytest.approx(row.predicted_tokens_per_second / row.baseline_tokens_per_second)
-        assert row.speedup_thm38 == pytest.approx(walltime_speedup(row.alpha, row.k, row.c))
-        assert row.predicted_speedup == pytest.approx(planner.predicted_speedup(
-            row.alpha, row.k, t_target=row.t_target_s, t_draft=row.t_draft_s, t_verify=row.t_verify_s,
+        assert row.speedup_thm38 == pytest.approx(walltime_speedup(row.alpha_iid, row.k, row.c))
+        assert row.predicted_speedup_iid == pytest.approx(planner.predicted_speedup(
+            row.alpha_iid, row.k, t_target=row.t_target_s, t_draft=row.t_draft_s, t_verify=row.t_verify_s,
             t_loop=row.t_loop_s, t_loop_ar=row.t_loop_ar_s))
 
 
@@ -124,7 +169,7 @@ def test_step_costs_and_latency_model(models):
         assert g["c"].nunique() == 1  # one draft step latency for every k
     assert step.groupby("k")["verify_cost"].nunique().eq(1).all()  # one verify latency per k for every draft
     for row in step.itertuples(index=False):
-        assert row.predicted_speedup == pytest.approx(hand_prediction(row), rel=1e-9)
+        assert row.predicted_speedup_iid == pytest.approx(hand_prediction(row), rel=1e-9)
     lm = LatencyModel(t0_s=1e-5, peak_flops=1e9, bandwidth=1e9)
     pred = planner.calibrate(target, drafts, PROMPTS[:1], ks=KS, new_tokens=N_NEW, latency_model=lm, progress=False)
     ctx = pred.attrs["context"]
@@ -170,7 +215,7 @@ def test_adaptive_schedule_from_plan(models, plan):
         assert schedule.verify_costs[k] == pytest.approx(rows.loc[k, "verify_cost"])
         assert schedule.loop_costs[k] == pytest.approx(rows.loc[k, "loop_cost"])
         assert schedule.c[k] == pytest.approx(rows.loc[k, "c"])
-    assert schedule.alpha == pytest.approx(rows["alpha"].iloc[0], abs=1e-3)  # the prior is centred on alpha
+    assert schedule.alpha == pytest.approx(rows["alpha_iid"].iloc[0], abs=1e-3)  # the prior is centred on alpha
     gappy = planner.adaptive_schedule(plan[plan["k"] != 2], "copy")  # k = 2 interpolated
     sub = plan[plan["draft"] == "copy"].set_index("k")
     assert gappy.verify_costs[2] == pytest.approx((sub.loc[1, "verify_cost"] + sub.loc[3, "verify_cost"]) / 2)
@@ -237,6 +282,10 @@ def test_optimal_k_grid():
     (dict(repeats=0), "repeats"),
     (dict(latency_model=object()), "latency_model"),
     (dict(drafts="self"), "target object itself"),
+    (dict(drafts="hybrid"), "proposes from the sequence alone"),
+    (dict(cost_prompts=0), "cost_prompts"),
+    (dict(cost_prompts=3), "cost_prompts"),
+    (dict(interval_prompts=0), "interval_prompts"),
 ])
 def test_calibrate_bad_input_raises_before_running(models, change, message):
     target, drafts = models
@@ -244,6 +293,8 @@ def test_calibrate_bad_input_raises_before_running(models, change, message):
     kwargs.update(change)
     if kwargs["drafts"] == "self":
         kwargs["drafts"] = {"self": target}
+    if kwargs["drafts"] == "hybrid":
+        kwargs["drafts"] = {"hybrid": HybridDraft(drafts["copy"])}
     calls = []
     handles = [m.register_forward_pre_hook(lambda *_: calls.append(1)) for m in (target, *drafts.values())]
     try:
@@ -317,3 +368,68 @@ def test_replay_checks_its_inputs():
     # 5 tokens: the prefill, one iteration accepting 2 of 2 (+1), then one token left: a plain target step
     assert replay([False, True, True, False, True], 2) == {"accepted": [2], "proposed": [2], "target_calls": 3}
     assert replay([False, True, False, True, True, True], 2) == {"accepted": [1, 2], "proposed": [2, 2], "target_calls": 3}
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_replayed_prompt_lookup_gives_the_loops_exact_counts(pairs, kind):
+    """replay_source walks prompt lookup over the target's greedy output exactly as the loop does."""
+    from specnb.planner import replay_source
+
+    target, _ = pairs[kind]
+    source = PromptLookupDraft()
+    repetitive = [torch.tensor([[5, 6, 7, 5, 6, 7, 5, 6]]), *prompts(2, seed=7)]
+    for ids in repetitive:
+        seq = autoregressive_generate(target, ids, 20).sequences
+        for k in (1, 3, 6):
+            run = speculative_generate(target, source, ids, 20, k=k)
+            rep = replay_source(seq, source, ids.shape[1], k)
+            assert rep["accepted"] == list(run.accepted) and rep["proposed"] == list(run.proposed)
+            assert rep["target_calls"] == run.target_calls
+
+
+def test_plan_with_prompt_lookup_and_validation_coverage(models):
+    target, drafts = models
+    mixed = {"copy": drafts["copy"], "lookup": PromptLookupDraft()}
+    ps = [torch.tensor([[5, 6, 7, 5, 6, 7]]), *PROMPTS]
+    plan = planner.calibrate(target, mixed, ps, ks=KS, new_tokens=N_NEW, interval_prompts=2, progress=False)
+    lookup = plan[plan["draft"] == "lookup"]
+    assert (lookup["c"] == 0).all() and (lookup["prefill_cost"] == 0).all()  # no draft forwards
+    assert (plan["interval_prompts"] == 2).all() and (plan["n_prompts"] == 3).all() and plan.attrs["level"] == 0.9
+    check = planner.validate(target, mixed, plan, PROMPTS, pairs=[("lookup", 2), ("copy", 2)], new_tokens=N_NEW,
+                             progress=False)
+    assert list(check.columns) == planner.VALIDATION_COLUMNS
+    assert (check["covered"] == ((check["predicted_lo"] <= check["measured_speedup"])
+                                 & (check["measured_speedup"] <= check["predicted_hi"]))).all()
+    assert (check["n_prompts"] == 2).all()
+    assert "intervals cover" in planner.report(check)
+
+
+def test_forecast_interval_from_prompts_and_blocks():
+    """The point prediction prices the summed replay at the median costs; identical prompts and one
+    cost block leave nothing to resample (a zero-width interval); prompts that differ widen it, and
+    more new prompts narrow it."""
+    from specnb.planner.forecast import cost_table, forecast
+
+    k_max = 2
+    block = {"pre": 0.5, "loop_ar": 0.1, "c": {2: 0.1}, "loop": {2: 0.2}, "v": {1: 1.1, 2: 1.2}}
+    costs = cost_table([block], [2], k_max)
+    # [iterations, plain, proposed, accepted, judged, n_1, n_2]: 3 iterations at k' = 2 accepting 2, 1, 0; 1 plain step
+    f = np.array([[3, 1, 6, 3, 5, 0, 3]], float)
+    t_spec = 0.5 + 0.1 * 6 + 3 * 1.2 + 1 + 4 * 0.2
+    same = forecast({2: np.repeat(f, 4, axis=0)}, costs, np.full(4, 7.0)).iloc[0]
+    assert same["predicted_speedup"] == pytest.approx(7 * 1.1 / t_spec)
+    assert same["predicted_lo"] == pytest.approx(same["predicted_hi"]) == pytest.approx(same["predicted_speedup"])
+    assert same["acceptance_rate"] == pytest.approx(3 / 5) and same["tokens_per_iteration"] == pytest.approx(2.0)
+    easy = np.array([[2, 0, 4, 4, 4, 0, 2]], float)
+    mixed = np.concatenate([np.repeat(f, 3, axis=0), np.repeat(easy, 3, axis=0)])
+    few = forecast({2: mixed}, costs, np.full(6, 7.0), n_prompts=2).iloc[0]
+    many = forecast({2: mixed}, costs, np.full(6, 7.0), n_prompts=50).iloc[0]
+    assert few["predicted_lo"] < few["predicted_speedup"] < few["predicted_hi"]
+    assert many["predicted_hi"] - many["predicted_lo"] < few["predicted_hi"] - few["predicted_lo"]
+    two = cost_table([block, {**block, "c": {2: 0.3}}], [2], k_max)  # timing noise between blocks widens it too
+    noisy = forecast({2: np.repeat(f, 4, axis=0)}, two, np.full(4, 7.0)).iloc[0]
+    assert noisy["predicted_hi"] > noisy["predicted_lo"]
+    with pytest.raises(ValueError, match="level"):
+        forecast({2: f}, costs, np.array([7.0]), level=1.5)
+    with pytest.raises(ValueError, match="prompts"):
+        forecast({2: f}, costs, np.full(3, 7.0))

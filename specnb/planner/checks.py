@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 
 from ..generate.checks import validate as check_inputs
+from ..generate.drafts import is_draft_source
 
 
 def check_ks(ks, name: str = "ks") -> list[int]:
@@ -96,8 +97,12 @@ def check_calibration(target, drafts, prompts, ks, new_tokens, costs, alpha_ks, 
         if draft is target:
             raise ValueError(f"draft {name!r} is the target object itself (its forwards could not be told apart); "
                              "use a copy, e.g. specnb.models.perturbed_copy(target, 0.0)")
+        if not isinstance(draft, torch.nn.Module) and not (is_draft_source(draft) and not hasattr(draft, "bind")):
+            raise ValueError(f"draft {name!r} must be a draft model or a draft source that proposes from the sequence alone "
+                             f"(e.g. PromptLookupDraft()); got {type(draft).__name__}")
     for ids in prompts:  # every shape, vocabulary and position check before anything runs
         for draft in drafts.values():
-            check_inputs(target, draft, ids, new_tokens, max(ks[-1], run_ks[-1]), False, 1.0)
+            check_inputs(target, draft if isinstance(draft, torch.nn.Module) else None, ids, new_tokens,
+                         max(ks[-1], run_ks[-1]), False, 1.0)
 
     return drafts, prompts, ks, new_tokens, costs, run_ks, context

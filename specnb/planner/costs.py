@@ -43,18 +43,25 @@ def _ar_block(timer, target, ids, new_tokens) -> dict:
 
 
 def _spec_run(timer, target, draft, ids, new_tokens, k) -> dict:
-    """One greedy speculative run at constant k: acceptance counts and in-run costs per iteration."""
+    """One greedy speculative run at constant k: acceptance counts and in-run costs, in seconds:
+    the draft's prefill, its time per proposed token, the target's forwards by draft tokens
+    verified (0: a plain step), and the loop's time outside the forwards per iteration. A draft
+    source without a model (prompt lookup) has no draft forwards: its lookups are loop time."""
     out, calls, total = timer(lambda: speculative_generate(target, draft, ids, new_tokens, k=k))
     target_calls = [(n, s) for name, n, s in calls if name == "target"][1:]  # prefill excluded
-    draft_calls = [s for name, _, s in calls if name == "draft"][1:]
-    iterations = len(target_calls)  # verifications plus plain one-token steps at the very end
-    verify = [s for n, s in target_calls if n == k + 1]
+    draft_calls = [s for name, _, s in calls if name == "draft"]
+    iterations = len(target_calls)  # verifications plus plain one-token steps
+    verify: dict[int, list[float]] = {}
+    for n, s in target_calls:
+        verify.setdefault(n - 1, []).append(s)
     return {
         "accepted": sum(out.accepted),
         "judged": judged_tokens(out.accepted, out.proposed),
+        "pre": draft_calls[0] if draft_calls else 0.0,
         # per proposed token: includes the two-token draft calls that follow a full acceptance
-        "t_draft": sum(draft_calls) / sum(out.proposed) if sum(out.proposed) else float("nan"),
-        "t_verify": float(np.mean(verify)) if verify else float("nan"),
+        "t_draft": sum(draft_calls[1:]) / sum(out.proposed) if sum(out.proposed) else float("nan"),
+        "verify": verify,
+        "t_verify": float(np.mean(verify[k])) if k in verify else float("nan"),
         "loop": max(total - sum(s for _, _, s in calls), 0.0) / iterations if iterations else float("nan"),
         "mean_k": sum(out.proposed) / iterations if iterations else float("nan"),
     }
@@ -78,16 +85,19 @@ def median(values) -> float:
     return float(np.median(values)) if values else float("nan")
 
 
-def measure_runs(target, drafts: Mapping[str, torch.nn.Module], prompts, run_ks, new_tokens: int, repeats: int, bar):
+def measure_runs(target, drafts: Mapping[str, object], prompts, run_ks, new_tokens: int, repeats: int, bar):
     """Warm up, then run the calibration blocks, one per (pass, prompt, draft): the draft's greedy
     speculative runs at every k of ``run_ks``, bracketed by autoregressive runs (each shared with
     the next block). Returns (stats, t_target, loop_ar_ratio): per draft the accepted and judged
-    counts (first pass only: greedy passes repeat the same tokens) and per k the lists of
-    c, v and loop ratios to the mean t_target of the block's brackets, plus (x, y) = (mean k,
-    loop ratio) per run; t_target is the median target decode step in seconds and loop_ar_ratio
-    the median autoregressive outside time per token over t_target."""
+    counts (first pass only: greedy passes repeat the same tokens), per k the lists of c, v and
+    loop ratios to the mean t_target of the block's brackets, (x, y) = (mean k, loop ratio) per
+    run, and ``blocks``: per block the draft's prefill, c and loop per k, the verify cost per
+    draft tokens verified k' (median over the block's runs) and the brackets' loop_ar, all in
+    target steps (``forecast.cost_table``); t_target is the median target decode step in
+    seconds and loop_ar_ratio the median autoregressive outside time per token over t_target."""
     device = target.device
-    timer = {name: CallTimer({"target": target, "draft": draft}, device) for name, draft in drafts.items()}
+    timer = {name: CallTimer({"target": target, **({"draft": d} if isinstance(d, torch.nn.Module) else {})}, device)
+             for name, d in drafts.items()}
     ar_timer = CallTimer({"target": target}, device)
 
     autoregressive_generate(target, prompts[0], new_tokens)  # warm-up
@@ -100,7 +110,7 @@ def measure_runs(target, drafts: Mapping[str, torch.nn.Module], prompts, run_ks,
     ars = [_ar_block(ar_timer, target, blocks[0][1], new_tokens)]
     bar.update()
     stats = {name: {"accepted": 0, "judged": 0, "c": {k: [] for k in run_ks}, "v": {k: [] for k in run_ks},
-                    "loop": {k: [] for k in run_ks}, "x": [], "y": []} for name in drafts}
+                    "loop": {k: [] for k in run_ks}, "x": [], "y": [], "blocks": []} for name in drafts}
     for i, (r, ids, name) in enumerate(blocks):
         runs = {}
         for k in run_ks:
@@ -110,6 +120,7 @@ def measure_runs(target, drafts: Mapping[str, torch.nn.Module], prompts, run_ks,
         bar.update()
         step = (ars[i]["t_target"] + ars[i + 1]["t_target"]) / 2
         s = stats[name]
+        verify: dict[int, list[float]] = {}
         for k, run in runs.items():
             if r == 0:  # greedy: every pass gives the same tokens
                 s["accepted"] += run["accepted"]
@@ -119,6 +130,15 @@ def measure_runs(target, drafts: Mapping[str, torch.nn.Module], prompts, run_ks,
             s["loop"][k].append(run["loop"] / step)
             s["x"].append(run["mean_k"])
             s["y"].append(run["loop"] / step)
+            for j, times in run["verify"].items():
+                verify.setdefault(j, []).extend(times)
+        s["blocks"].append({
+            "pre": median([run["pre"] / step for run in runs.values()]),
+            "c": {k: run["t_draft"] / step for k, run in runs.items()},  # 0 for a source without forwards
+            "loop": {k: run["loop"] / step for k, run in runs.items()},
+            "v": {j: float(np.median(times)) / step for j, times in verify.items() if j > 0},
+            "loop_ar": (ars[i]["loop_ar"] / ars[i]["t_target"] + ars[i + 1]["loop_ar"] / ars[i + 1]["t_target"]) / 2,
+        })
     t_targets = [a["t_target"] for a in ars]
     loop_ar = [a["loop_ar"] / a["t_target"] for a in ars]
     t_target = median(t_targets)
@@ -126,21 +146,13 @@ def measure_runs(target, drafts: Mapping[str, torch.nn.Module], prompts, run_ks,
     return stats, t_target, loop_ar_ratio
 
 
-def in_run_costs(stats, drafts, ks):
-    """(c, v, loop) per draft and k: the medians of the in-run ratios (c per k too: the two-token
-    draft calls after a full acceptance vary with k)."""
-    c = {name: {k: median(stats[name]["c"][k]) for k in ks} for name in drafts}
-    v = {name: {k: median(stats[name]["v"][k]) for k in ks} for name in drafts}
-    loop = {name: {k: median(stats[name]["loop"][k]) for k in ks} for name in drafts}
-    return c, v, loop
-
-
 def forward_costs(target, drafts, ks, stats, *, context: int, rounds: int, min_run_time: float, latency_model, bar):
     """(c, v, loop) per draft and k with the forward costs from ``timing.step_latency`` (``rounds``
     rotated rounds, the median of per-round ratios to t_target cancelling drift) or, when
     ``latency_model`` is given, from its ``predict(model, context, tokens)``; the loop's outside
     time per iteration is fitted as a + b k on the runs' ``stats`` (``fit_loop``)."""
-    jobs = [("target", target, 1)] + [(("verify", k), target, k + 1) for k in ks] + [(("draft", n), d, 1) for n, d in drafts.items()]
+    models = {n: d for n, d in drafts.items() if isinstance(d, torch.nn.Module)}  # a source has no forward: c = 0
+    jobs = [("target", target, 1)] + [(("verify", k), target, k + 1) for k in ks] + [(("draft", n), d, 1) for n, d in models.items()]
     if latency_model is None:
         per_round = []
         for r in range(rounds):
@@ -152,7 +164,7 @@ def forward_costs(target, drafts, ks, stats, *, context: int, rounds: int, min_r
     else:
         per_round = [{key: float(latency_model.predict(model, context, tokens)) for key, model, tokens in jobs}]
     ratios = {key: median([m[key] / m["target"] for m in per_round]) for key, _, _ in jobs}
-    c = {name: {k: ratios[("draft", name)] for k in ks} for name in drafts}
+    c = {name: {k: ratios[("draft", name)] if name in models else 0.0 for k in ks} for name in drafts}
     v = {name: {k: ratios[("verify", k)] for k in ks} for name in drafts}
     loop = {}
     for name in drafts:

@@ -1,37 +1,36 @@
-"""The planner's prediction and the plan built on it: ``calibrate`` measures every draft
-(``costs``) and predicts the speedup of every (draft, k); ``recommend``, ``run_recommended`` and
+"""The planner's plan: ``calibrate`` replays every draft's greedy acceptance on the calibration
+prompts (``runs``), measures its costs (``costs``) and predicts the speedup of every (draft, k)
+with a prediction interval (``forecast``); ``recommend``, ``run_recommended`` and
 ``adaptive_schedule`` use the plan; ``optimal_k_grid`` gives K* over a grid of (alpha, c).
 
 Theory (Leviathan, Kalman & Matias, "Fast Inference from Transformers via Speculative Decoding",
 ICML 2023, arXiv:2211.17192; notation of ``specnb.generate.theory``):
 
 - alpha, the acceptance rate: alpha = E[sum_x min(p(x), q(x))] = 1 - E[D_LK(p, q)] (Def. 3.2,
-  Cor. 3.6). Here it is measured instead: greedy speculative runs on the calibration prompts,
-  pooled as accepted / judged draft tokens (``GenerationResult.acceptance_rate``, the MLE under
-  the paper's i.i.d. assumption).
-- tokens per iteration: E[#tokens] = (1 - alpha^(k+1)) / (1 - alpha) (Eq. 1; k + 1 at alpha = 1).
+  Cor. 3.6), measured here as accepted / judged draft tokens (``GenerationResult.acceptance_rate``,
+  the MLE under the paper's i.i.d. assumption).
+- tokens per iteration under i.i.d. acceptance: E[#tokens] = (1 - alpha^(k+1)) / (1 - alpha) (Eq. 1).
 - walltime speedup: (1 - alpha^(k+1)) / ((1 - alpha)(k c + 1)) with c = t_draft / t_target
   (Thm 3.8). It assumes that the target scores k+1 tokens in the time of one decode step and
   that nothing but the forwards costs time.
 
-The extension used here. Neither assumption holds for small models on a CPU: verifying k+1
-tokens costs more than one target step and the loop itself (sampling, cache cropping, Python)
-costs time, so Thm 3.8 alone over-predicts. The planner therefore predicts
+None of the three assumptions holds for small models on a CPU: verifying k+1 tokens costs more
+than one target step, the loop itself (sampling, cache cropping, Python) costs time, and greedy
+acceptance comes in bursts (a draft follows the target through a stretch or fails at once), so
+Eq. 1 with one alpha mispredicts tokens per iteration. The plan's ``predicted_speedup`` therefore
+replays each prompt's acceptance exactly and prices every iteration at the measured costs
+(``forecast``'s docstring). For comparison it also carries the i.i.d. prediction with the same
+measured costs (``predicted_speedup_iid``):
 
-    T_iter(k)  = k t_draft + t_verify(k+1) + t_loop(k)           (seconds per iteration)
-    T_base     = t_target + t_loop_ar                             (seconds per target-only token)
-    S(alpha,k) = [(1 - alpha^(k+1)) / (1 - alpha)] * T_base / T_iter(k)
-               = [(1 - alpha^(k+1)) / (1 - alpha)] * (1 + l_ar) / (k c + v_k + l_k)
+    S_iid(alpha, k) = [(1 - alpha^(k+1)) / (1 - alpha)] * (1 + l_ar) / (k c + v_k + l_k)
 
-with t_target the target's decode step, t_draft the draft's cost per proposed token,
-t_verify(k+1) the target's forward over k+1 tokens, t_loop(k) the speculative loop's time
-outside the forwards per iteration and t_loop_ar the autoregressive loop's per token; c, v_k,
-l_k and l_ar are the same divided by t_target. With t_verify = t_target and
-t_loop = t_loop_ar = 0 this is Thm 3.8 exactly (``predicted_speedup`` and
-``theory.walltime_speedup`` agree; tests check it).
+with c, v_k (the target's forward over k+1 tokens), l_k (the loop's time outside the forwards per
+iteration) and l_ar (the autoregressive loop's per token) relative to one target decode step;
+with v_k = 1 and l_k = l_ar = 0 this is Thm 3.8 exactly (``predicted_speedup`` and
+``theory.walltime_speedup`` agree; tests check it), reported as ``speedup_thm38``.
 
-The prediction is the steady-state decode speedup (TTFT excluded). The draft's prefill and the
-shortened last iterations (k is capped at the tokens left) are not modelled.
+Both predict the steady-state decode speedup (TTFT excluded); the replayed one also counts the
+draft's prefill and the last iterations, where k is capped at the tokens left.
 """
 
 from __future__ import annotations
@@ -44,17 +43,20 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from ..generate import GenerationResult, speculative_generate
+from ..generate import GenerationResult, autoregressive_generate, speculative_generate
 from ..generate.schedules import AdaptiveK, per_k
 from ..generate.theory import expected_tokens_per_iteration, optimal_k, walltime_speedup
 from .checks import check_calibration, check_drafts, check_plan
-from .costs import forward_costs, in_run_costs, measure_runs
+from .costs import forward_costs, measure_runs, median
+from .forecast import cost_medians, cost_table, forecast, pooled_verify
+from .runs import match_mask, replay, replay_features, replay_source
 
 PLAN_COLUMNS = [
-    "draft", "k", "alpha", "judged", "c", "verify_cost", "loop_cost", "loop_cost_ar",
-    "t_target_s", "t_draft_s", "t_verify_s", "t_loop_s", "t_loop_ar_s",
-    "tokens_per_iteration", "seconds_per_iteration", "predicted_speedup", "speedup_thm38",
-    "predicted_tokens_per_second", "baseline_tokens_per_second", "pays", "context", "costs",
+    "draft", "k", "predicted_speedup", "predicted_lo", "predicted_hi", "level", "interval_prompts", "n_prompts",
+    "alpha", "judged", "tokens_per_iteration", "c", "prefill_cost", "verify_cost", "loop_cost", "loop_cost_ar",
+    "t_target_s", "t_draft_s", "t_verify_s", "t_loop_s", "t_loop_ar_s", "seconds_per_iteration",
+    "predicted_tokens_per_second", "baseline_tokens_per_second", "alpha_iid", "tokens_per_iteration_iid",
+    "predicted_speedup_iid", "speedup_thm38", "pays", "context", "costs",
 ]
 
 
@@ -85,7 +87,7 @@ def predicted_speedup(alpha, k, *, t_target, t_draft, t_verify=None, t_loop=0.0,
 
 def calibrate(
     target,
-    drafts: Mapping[str, torch.nn.Module],
+    drafts: Mapping[str, object],
     prompts: Sequence[torch.Tensor],
     *,
     ks: Iterable[int] = range(1, 8),
@@ -93,26 +95,38 @@ def calibrate(
     costs: str = "in-run",
     alpha_ks: Iterable[int] | None = None,
     repeats: int = 1,
+    cost_prompts: int | None = None,
     context: int | None = None,
     min_run_time: float = 0.2,
     latency_model=None,
+    level: float = 0.9,
+    interval_prompts: int | None = None,
+    seed: int = 0,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Measure alpha and the costs of every draft; predict the speedup of every (draft, k).
+    """Measure every draft on ``prompts`` and predict the decode speedup of every (draft, k), with
+    a ``level`` prediction interval for a new set of ``interval_prompts`` prompts (default: as many
+    as ``prompts``).
 
-    Calibration runs are grouped in blocks, one per (pass, prompt, draft): greedy
-    ``speculative_generate`` runs of the draft, bracketed by autoregressive runs of
-    ``new_tokens`` (t_target: their mean decode step; t_loop_ar: their time outside the forwards
-    per token; one run closes a block and opens the next). Every forward is timed by hooks (the
-    device synced around it) and every cost is divided by the mean t_target of its block's two
-    brackets, so a machine whose speed drifts still gives consistent ratios; the ratios are the
-    medians over blocks. ``costs`` picks where the forward costs come from:
+    ``drafts``: name -> draft model, or a draft source that proposes from the sequence alone
+    (``PromptLookupDraft()``: no draft forwards; its lookups are loop time).
 
-    - "in-run" (default): speculative runs at every k of ``ks``; t_draft = draft forward time per
-      proposed token (prefill excluded; this includes the two-token draft call after a full
-      acceptance), t_verify(k+1) = the mean target forward over k+1 tokens, t_loop(k) = the time
-      outside the forwards per iteration. What the loop really pays, cache interplay between the
-      two models included.
+    Acceptance (``runs``): the target's greedy continuation of every prompt, and for a model one
+    teacher-forced draft forward over it (``match_mask``), replayed at every k (``replay``; a
+    source: ``replay_source``) give each prompt's exact iterations, proposals and acceptances.
+
+    Costs: timed blocks, one per (pass, prompt, draft) over the first ``cost_prompts`` prompts
+    (default all): greedy ``speculative_generate`` runs of the draft, bracketed by
+    autoregressive runs of ``new_tokens`` (t_target: their mean decode step; t_loop_ar: their time
+    outside the forwards per token; one run closes a block and opens the next). Every forward is
+    timed by hooks (the device synced around it) and every cost is divided by the mean t_target of
+    its block's brackets, so a machine whose speed drifts still gives consistent ratios; the
+    costs are the medians over blocks. ``costs`` picks where the forward costs come from:
+
+    - "in-run" (default): speculative runs at every k of ``ks``; the draft's prefill, its time per
+      proposed token (including the two-token draft call after a full acceptance), the target's
+      forward over k' + 1 tokens for every k' the runs verified, and the loop's time outside the
+      forwards per iteration. What the loop really pays, cache interplay between the models included.
     - "step": ``timing.step_latency`` after ``context`` cached tokens (default: median prompt length
       + new_tokens / 2) for t_target, t_draft and t_verify(k+1), in ``max(repeats, 3)`` rotated
       rounds (median of per-round ratios); speculative runs only at ``alpha_ks`` (default: the
@@ -120,55 +134,106 @@ def calibrate(
     - a ``latency.LatencyModel`` given as ``latency_model`` (``costs`` is then "latency model"):
       its ``predict(model, context, tokens)`` replaces ``step_latency``; runs as for "step".
 
-    alpha is pooled over every speculative run (accepted / judged draft tokens).
+    The prediction (``forecast``): each prompt's replayed iterations priced at the costs, summed
+    over prompts; the interval is a two-stage bootstrap over prompts and cost blocks (``seed``).
 
-    Returns one tidy row per (draft, k) (columns ``PLAN_COLUMNS``): alpha and its ``judged``
-    count, c = t_draft / t_target, verify_cost = t_verify / t_target, loop_cost = t_loop /
-    t_target, the same in seconds (ratio x median t_target), tokens and seconds per iteration,
-    ``predicted_speedup`` (the module docstring's S), ``speedup_thm38`` (the paper's form, for
-    comparison), predicted and baseline tokens/s, and ``pays`` (predicted speedup > 1).
-    ``plan.attrs`` keeps new_tokens and context.
+    Returns one tidy row per (draft, k) (columns ``PLAN_COLUMNS``): predicted_speedup with
+    predicted_lo / predicted_hi, the replayed alpha (accepted / judged at this k) and tokens per
+    iteration, the costs in target steps (c, prefill_cost, verify_cost at k' = k, loop_cost,
+    loop_cost_ar) and in seconds, predicted and baseline tokens/s, and for comparison the
+    i.i.d. prediction (one alpha per draft pooled over every k: ``alpha_iid``,
+    ``tokens_per_iteration_iid`` by Leviathan et al.'s Eq. 1, ``predicted_speedup_iid`` by the
+    module docstring's S) and Thm 3.8 alone (``speedup_thm38``). ``pays``: predicted speedup > 1.
+    ``plan.attrs`` keeps new_tokens, context, level and interval_prompts.
     """
     drafts, prompts, ks, new_tokens, costs, run_ks, context = check_calibration(
         target, drafts, prompts, ks, new_tokens, costs, alpha_ks, repeats, context, min_run_time, latency_model)
+    timed = prompts if cost_prompts is None else prompts[: check_count(cost_prompts, len(prompts), "cost_prompts")]
+    interval_prompts = len(prompts) if interval_prompts is None else check_count(interval_prompts, None, "interval_prompts")
     rounds = max(repeats, 3) if costs == "step" else 0
-    bar = tqdm(total=1 + repeats * len(prompts) * len(drafts) * (1 + len(run_ks)) + rounds * (1 + len(ks) + len(drafts)),
-               desc="calibrating", disable=not progress, leave=False)
-    stats, t_target, loop_ar_ratio = measure_runs(target, drafts, prompts, run_ks, new_tokens, repeats, bar)
+    bar = tqdm(total=len(prompts) * (1 + len(drafts)) + 1 + repeats * len(timed) * len(drafts) * (1 + len(run_ks))
+               + rounds * (1 + len(ks) + len(drafts)), desc="calibrating", disable=not progress, leave=False)
+    features, decode = replay_prompts(target, drafts, prompts, ks, new_tokens, bar)
+    stats, t_target, loop_ar_ratio = measure_runs(target, drafts, timed, run_ks, new_tokens, repeats, bar)
+    k_max = max(ks)
     if costs == "in-run":
-        c, v, loop = in_run_costs(stats, drafts, ks)
+        tables = {name: cost_table(stats[name]["blocks"], ks, k_max) for name in drafts}
     else:
         c, v, loop = forward_costs(target, drafts, ks, stats, context=context, rounds=rounds, min_run_time=min_run_time,
                                    latency_model=latency_model, bar=bar)
+        tables = {name: cost_table([{"pre": median([b["pre"] for b in stats[name]["blocks"]]), "loop_ar": loop_ar_ratio,
+                                     "c": c[name], "loop": loop[name], "v": {k: v[name][k] for k in ks}}], ks, k_max)
+                  for name in drafts}
     bar.close()
-    plan = pd.DataFrame(_plan_rows(stats, c, v, loop, ks, t_target, loop_ar_ratio, context, costs), columns=PLAN_COLUMNS)
-    plan.attrs.update(new_tokens=new_tokens, context=context)
+    verify = pooled_verify(list(tables.values()))  # where a draft's own blocks verified no k' tokens
+    rows = []
+    for name in drafts:
+        predicted = forecast(features[name], tables[name], decode, n_prompts=interval_prompts, level=level,
+                             seed=seed, verify_fallback=verify).set_index("k")
+        rows += _plan_rows(name, features[name], predicted, cost_medians(tables[name], verify), ks, t_target, context,
+                           costs, level, interval_prompts, len(prompts))
+    plan = pd.DataFrame(rows, columns=PLAN_COLUMNS)
+    plan.attrs.update(new_tokens=new_tokens, context=context, level=level, interval_prompts=interval_prompts)
     return plan
 
 
-def _plan_rows(stats, c, v, loop, ks, t_target, loop_ar_ratio, context, costs) -> list[dict]:
-    """One ``PLAN_COLUMNS`` row per (draft, k): alpha pooled over the draft's runs, the cost
-    ratios, the same in seconds, and the predicted speedup S of the module docstring."""
+def check_count(value, most: int | None, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1 or (most is not None and value > most):
+        bound = f" and <= {most} (the prompts given)" if most is not None else ""
+        raise ValueError(f"{name} must be an integer >= 1{bound}; got {value!r}")
+    return int(value)
+
+
+def replay_prompts(target, drafts, prompts, ks, new_tokens: int, bar):
+    """Per draft, per k: the (prompts, features) array of ``runs.replay_features`` from the
+    target's greedy continuation of every prompt; and (prompts,) decode tokens (N - 1)."""
+    k_max = max(ks)
+    features = {name: {k: [] for k in ks} for name in drafts}
+    decode = []
+    for ids in prompts:
+        out = autoregressive_generate(target, ids, new_tokens)
+        bar.update()
+        decode.append(out.num_new_tokens - 1)
+        for name, draft in drafts.items():
+            if isinstance(draft, torch.nn.Module):
+                mask = match_mask(out.sequences, draft, ids.shape[1])
+                runs = {k: replay(mask, k, out.num_new_tokens) for k in ks}
+            else:
+                runs = {k: replay_source(out.sequences, draft, ids.shape[1], k) for k in ks}
+            for k in ks:
+                features[name][k].append(replay_features(runs[k], k_max))
+            bar.update()
+    return {n: {k: np.stack(f) for k, f in per_k.items()} for n, per_k in features.items()}, np.asarray(decode, float)
+
+
+def _plan_rows(name, features, predicted, med, ks, t_target, context, costs, level, interval_prompts, n_prompts) -> list[dict]:
+    """One ``PLAN_COLUMNS`` row per k of draft ``name``: the replayed prediction and its interval,
+    the median costs in target steps and seconds, and the i.i.d. prediction beside it."""
+    loop_ar = float(med["loop_ar"])
+    pooled = np.sum([f.sum(0) for f in features.values()], axis=0)
+    alpha_iid = pooled[3] / pooled[4] if pooled[4] else float("nan")  # one alpha per draft, over every k
     rows = []
-    for name in stats:
-        judged = stats[name]["judged"]
-        alpha = stats[name]["accepted"] / judged if judged else float("nan")
-        for k in ks:
-            tau = float(expected_tokens_per_iteration(alpha, k)) if not math.isnan(alpha) else float("nan")
-            per_iter = k * c[name][k] + v[name][k] + loop[name][k]  # in target steps
-            speedup = tau * (1 + loop_ar_ratio) / per_iter
-            rows.append({
-                "draft": name, "k": k, "alpha": alpha, "judged": judged,
-                "c": c[name][k], "verify_cost": v[name][k], "loop_cost": loop[name][k], "loop_cost_ar": loop_ar_ratio,
-                "t_target_s": t_target, "t_draft_s": c[name][k] * t_target, "t_verify_s": v[name][k] * t_target,
-                "t_loop_s": loop[name][k] * t_target, "t_loop_ar_s": loop_ar_ratio * t_target,
-                "tokens_per_iteration": tau, "seconds_per_iteration": per_iter * t_target,
-                "predicted_speedup": speedup,
-                "speedup_thm38": float(walltime_speedup(alpha, k, c[name][k])) if not math.isnan(alpha) else float("nan"),
-                "predicted_tokens_per_second": tau / (per_iter * t_target),
-                "baseline_tokens_per_second": 1.0 / ((1 + loop_ar_ratio) * t_target),
-                "pays": bool(speedup > 1), "context": context, "costs": costs,
-            })
+    for k in ks:
+        p = predicted.loc[k]
+        c, v, loop, pre = float(med[f"c_{k}"]), float(med[f"v_{k}"]), float(med[f"loop_{k}"]), float(med["pre"])
+        tau_iid = float(expected_tokens_per_iteration(alpha_iid, k)) if not math.isnan(alpha_iid) else float("nan")
+        per_iter = k * c + v + loop  # target steps
+        base_tps = 1.0 / ((1 + loop_ar) * t_target)
+        judged = int(features[k][:, 4].sum())
+        rows.append({
+            "draft": name, "k": k, "predicted_speedup": p["predicted_speedup"], "predicted_lo": p["predicted_lo"],
+            "predicted_hi": p["predicted_hi"], "level": level, "interval_prompts": interval_prompts, "n_prompts": n_prompts,
+            "alpha": p["acceptance_rate"], "judged": judged, "tokens_per_iteration": p["tokens_per_iteration"],
+            "c": c, "prefill_cost": pre, "verify_cost": v, "loop_cost": loop, "loop_cost_ar": loop_ar,
+            "t_target_s": t_target, "t_draft_s": c * t_target, "t_verify_s": v * t_target, "t_loop_s": loop * t_target,
+            "t_loop_ar_s": loop_ar * t_target,
+            "seconds_per_iteration": p["tokens_per_iteration"] / (p["predicted_speedup"] * base_tps),
+            "predicted_tokens_per_second": p["predicted_speedup"] * base_tps, "baseline_tokens_per_second": base_tps,
+            "alpha_iid": alpha_iid, "tokens_per_iteration_iid": tau_iid,
+            "predicted_speedup_iid": tau_iid * (1 + loop_ar) / per_iter,
+            "speedup_thm38": float(walltime_speedup(alpha_iid, k, c)) if not math.isnan(alpha_iid) else float("nan"),
+            "pays": bool(p["predicted_speedup"] > 1), "context": context, "costs": costs,
+        })
     return rows
 
 
@@ -215,7 +280,7 @@ def adaptive_schedule(plan: pd.DataFrame, draft: str, *, decay: float = 0.9, pri
     def interp(column):
         return dict(zip(span, np.interp(span, ks, rows[column].astype(float).to_numpy()).tolist()))
 
-    alpha = float(rows["alpha"].iloc[0])
+    alpha = float(rows["alpha_iid" if "alpha_iid" in rows else "alpha"].iloc[0])  # one alpha per draft
     alpha = 0.5 if math.isnan(alpha) else min(max(alpha, 0.0), 1.0)
     prior = (max(alpha * prior_strength, 1e-3), max((1 - alpha) * prior_strength, 1e-3))
     return AdaptiveK(interp("c"), interp("verify_cost"), k_min=span[0], k_max=span[-1], loop_cost=interp("loop_cost"),

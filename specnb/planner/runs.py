@@ -25,7 +25,7 @@ import torch
 
 from ..generate import judged_tokens
 
-__all__ = ["match_mask", "replay", "tokens_per_iteration"]
+__all__ = ["match_mask", "replay", "replay_source", "replay_features", "tokens_per_iteration"]
 
 
 @torch.inference_mode()
@@ -88,3 +88,44 @@ def tokens_per_iteration(masks: Iterable[Sequence[bool]], ks: Iterable[int]) -> 
                      "acceptance_rate": acc / judged if judged else float("nan"),
                      "tokens_per_iteration": (acc + iters) / iters if iters else float("nan")})
     return pd.DataFrame(rows)
+
+
+def replay_source(sequence: torch.Tensor, source, prompt_length: int, k: int, max_new_tokens: int | None = None) -> dict:
+    """``replay`` for a draft source that proposes from the sequence alone (``PromptLookupDraft``):
+    each iteration asks ``source.propose`` for up to k' = min(k, tokens left - 1) tokens given the
+    target's greedy prefix, a proposal of none is a plain target step, and the accepted run is the
+    proposal's agreement with the target's next tokens. Same output as ``replay``."""
+    if int(k) != k or k < 1:
+        raise ValueError(f"k must be an integer >= 1; got {k!r}")
+    seq = sequence[0].tolist()
+    total = len(seq) - prompt_length
+    n = total if max_new_tokens is None else int(max_new_tokens)
+    if not 1 <= n <= total:
+        raise ValueError(f"max_new_tokens must be in 1..{total} (the tokens the sequence holds); got {max_new_tokens}")
+    new, calls, accepted, proposed = 1, 1, [], []
+    while new < n:
+        kk = min(int(k), n - new - 1)
+        calls += 1
+        guess = source.propose(seq[: prompt_length + new], kk)[0].tolist() if kk > 0 else []
+        if not guess:
+            new += 1
+            continue
+        truth = seq[prompt_length + new: prompt_length + new + len(guess)]
+        a = 0
+        while a < len(guess) and guess[a] == truth[a]:
+            a += 1
+        accepted.append(a)
+        proposed.append(len(guess))
+        new += a + 1
+    return {"accepted": accepted, "proposed": proposed, "target_calls": calls}
+
+
+def replay_features(run: dict, k_max: int) -> np.ndarray:
+    """One replayed prompt (``replay`` or ``replay_source``) as the counts its decode time is a sum
+    over: [drafting iterations, plain target steps, proposed, accepted and judged draft tokens, then
+    the number of iterations that proposed k' = 1 .. k_max tokens] (``planner.forecast`` prices them)."""
+    proposed = np.asarray(run["proposed"], dtype=int)
+    per_k = np.bincount(proposed, minlength=k_max + 1)[1: k_max + 1] if proposed.size else np.zeros(k_max, int)
+    plain = run["target_calls"] - 1 - len(proposed)
+    judged = judged_tokens(run["accepted"], run["proposed"])
+    return np.concatenate([[len(proposed), plain, proposed.sum(), sum(run["accepted"]), judged], per_k]).astype(float)

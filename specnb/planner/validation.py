@@ -20,10 +20,11 @@ from .checks import check_drafts, check_new_tokens, check_plan, check_prompts
 from .predict import recommend
 
 VALIDATION_COLUMNS = [
-    "method", "draft", "k", "recommended", "predicted_speedup", "measured_speedup", "measured_q25", "measured_q75",
-    "error", "speedup_thm38", "error_thm38", "alpha", "measured_acceptance_rate", "predicted_tokens_per_iteration",
+    "method", "draft", "k", "recommended", "predicted_speedup", "predicted_lo", "predicted_hi", "measured_speedup",
+    "measured_q25", "measured_q75", "error", "covered", "predicted_speedup_iid", "error_iid", "speedup_thm38",
+    "error_thm38", "alpha", "measured_acceptance_rate", "predicted_tokens_per_iteration",
     "measured_tokens_per_iteration", "predicted_tokens_per_second", "measured_tokens_per_second",
-    "baseline_tokens_per_second", "repeats",
+    "baseline_tokens_per_second", "n_prompts", "repeats",
 ]
 
 
@@ -63,7 +64,7 @@ def validate(
     table = summarize(runs, baseline="target").set_index("method")
     per_iter = runs.groupby("method")["tokens_per_iteration"].median()
     base_tps = table.loc["target", "tokens_per_second_median"]
-    rows = _validation_rows(plan, meta, table, per_iter, base_tps)
+    rows = _validation_rows(plan, meta, table, per_iter, base_tps, len(prompts))
     out = pd.DataFrame(rows, columns=VALIDATION_COLUMNS)
     return (out, runs) if return_runs else out
 
@@ -103,7 +104,8 @@ def _check_validation(target, drafts, plan, prompts, pairs, new_tokens, schedule
         raise ValueError("nothing to validate: pairs is empty and no schedules were given")
     for ids in prompts:
         for d in used:
-            check_inputs(target, drafts[d], ids, new_tokens, max([k for _, k in chosen], default=1), False, 1.0)
+            model = drafts[d] if isinstance(drafts[d], torch.nn.Module) else None  # a draft source has no model
+            check_inputs(target, model, ids, new_tokens, max([k for _, k in chosen], default=1), False, 1.0)
     return drafts, prompts, new_tokens, chosen, schedules
 
 
@@ -129,7 +131,7 @@ def _methods(target, drafts, prompts, new_tokens, chosen, schedules):
     return methods, meta
 
 
-def _validation_rows(plan, meta, table, per_iter, base_tps) -> list[dict]:
+def _validation_rows(plan, meta, table, per_iter, base_tps, n_prompts) -> list[dict]:
     """One ``VALIDATION_COLUMNS`` row per measured method, the plan's prediction beside it."""
     best = recommend(plan)
     lookup = {(str(r["draft"]), int(r["k"])): r for r in plan.to_dict("records")}
@@ -138,45 +140,57 @@ def _validation_rows(plan, meta, table, per_iter, base_tps) -> list[dict]:
         row = lookup[(d, k)] if isinstance(k, int) else None
         measured = float(table.loc[name, "ratio_vs_target"])
         predicted = float(row["predicted_speedup"]) if row is not None else float("nan")
-        thm38 = float(row["speedup_thm38"]) if row is not None and "speedup_thm38" in row else float("nan")
+        get = (lambda col: float(row[col]) if row is not None and col in row else float("nan"))
+        thm38, iid, lo, hi = get("speedup_thm38"), get("predicted_speedup_iid"), get("predicted_lo"), get("predicted_hi")
         rows.append({
             "method": name, "draft": d, "k": k,
             "recommended": row is not None and (d, k) == (str(best["draft"]), int(best["k"])),
-            "predicted_speedup": predicted, "measured_speedup": measured,
+            "predicted_speedup": predicted, "predicted_lo": lo, "predicted_hi": hi, "measured_speedup": measured,
             "measured_q25": float(table.loc[name, "ratio_q25"]), "measured_q75": float(table.loc[name, "ratio_q75"]),
-            "error": predicted / measured - 1, "speedup_thm38": thm38, "error_thm38": thm38 / measured - 1,
+            "error": predicted / measured - 1, "covered": bool(lo <= measured <= hi),
+            "predicted_speedup_iid": iid, "error_iid": iid / measured - 1,
+            "speedup_thm38": thm38, "error_thm38": thm38 / measured - 1,
             "alpha": float(row["alpha"]) if row is not None else float("nan"),
             "measured_acceptance_rate": float(table.loc[name, "acceptance_rate_median"]),
             "predicted_tokens_per_iteration": float(row["tokens_per_iteration"]) if row is not None else float("nan"),
             "measured_tokens_per_iteration": float(per_iter[name]),
             "predicted_tokens_per_second": float(row["predicted_tokens_per_second"]) if row is not None else float("nan"),
             "measured_tokens_per_second": float(table.loc[name, "tokens_per_second_median"]),
-            "baseline_tokens_per_second": float(base_tps), "repeats": int(table.loc[name, "repeats"]),
+            "baseline_tokens_per_second": float(base_tps), "n_prompts": n_prompts, "repeats": int(table.loc[name, "repeats"]),
         })
     return rows
 
 
 def report(validation: pd.DataFrame, tolerance: float = 0.10) -> str:
-    """One line per method: predicted vs measured speedup, the error, and whether it is within
-    ``tolerance``; then how many pairs met it (Thm 3.8 alone alongside)."""
+    """One line per method: predicted speedup with its interval vs measured, the error, whether it
+    is within ``tolerance`` and whether the interval covers the measurement; then the summary the
+    planner is judged by (pairs within tolerance, median |error|, coverage), with the i.i.d.
+    prediction and Thm 3.8 alone beside it."""
     missing = [c for c in ("method", "predicted_speedup", "measured_speedup", "error") if c not in validation.columns]
     if missing:
         raise ValueError(f"validation lacks columns {missing}; pass the DataFrame returned by planner.validate")
+    has = set(validation.columns)
     lines = []
-    for r in validation.itertuples(index=False):
-        mark = "*" if getattr(r, "recommended", False) else " "
-        if math.isnan(r.predicted_speedup):
-            lines.append(f"{mark} {r.method:<28} measured {r.measured_speedup:5.2f}x (no prediction)")
+    for r in validation.to_dict("records"):
+        mark = "*" if r.get("recommended", False) else " "
+        if math.isnan(r["predicted_speedup"]):
+            lines.append(f"{mark} {r['method']:<28} measured {r['measured_speedup']:5.2f}x (no prediction)")
             continue
-        ok = "ok" if abs(r.error) <= tolerance else "off"
-        lines.append(f"{mark} {r.method:<28} predicted {r.predicted_speedup:5.2f}x  measured {r.measured_speedup:5.2f}x "
-                     f"[{r.measured_q25:.2f}, {r.measured_q75:.2f}]  error {r.error:+6.1%} {ok}"
-                     + (f"  (Thm 3.8 alone {r.speedup_thm38:5.2f}x, {r.error_thm38:+6.1%})" if "speedup_thm38" in validation else ""))
+        ok = "ok" if abs(r["error"]) <= tolerance else "off"
+        interval = f" [{r['predicted_lo']:.2f}, {r['predicted_hi']:.2f}]" if "predicted_lo" in has else ""
+        covered = (" covered" if r["covered"] else " outside") if "covered" in has else ""
+        lines.append(f"{mark} {r['method']:<28} predicted {r['predicted_speedup']:5.2f}x{interval}  measured "
+                     f"{r['measured_speedup']:5.2f}x  error {r['error']:+6.1%} {ok}{covered}")
     predicted = validation[validation["predicted_speedup"].notna()]
     if len(predicted):
-        within = int((predicted["error"].abs() <= tolerance).sum())
-        line = f"{within}/{len(predicted)} pairs within {tolerance:.0%}"
-        if "error_thm38" in predicted:
-            line += f" (Thm 3.8 alone: {int((predicted['error_thm38'].abs() <= tolerance).sum())}/{len(predicted)})"
+        n = len(predicted)
+        line = (f"{int((predicted['error'].abs() <= tolerance).sum())}/{n} pairs within {tolerance:.0%}, "
+                f"median |error| {predicted['error'].abs().median():.1%}")
+        if "covered" in has:
+            line += f", intervals cover {int(predicted['covered'].sum())}/{n}"
+        for col, label in (("error_iid", "i.i.d. alpha"), ("error_thm38", "Thm 3.8 alone")):
+            if col in has:
+                line += (f"; {label}: {int((predicted[col].abs() <= tolerance).sum())}/{n}, "
+                         f"median |error| {predicted[col].abs().median():.1%}")
         lines.append(line + "; * = recommended")
     return "\n".join(lines)
