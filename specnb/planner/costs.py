@@ -1,4 +1,4 @@
-"""Measuring what a draft costs: alpha and the per-iteration costs of the speculative loop,
+"""Measuring what a draft costs: the per-iteration costs of the speculative loop,
 from timed greedy runs on calibration prompts (``planner.calibrate`` assembles the plan).
 
 Every top-level forward is timed by hooks with the device synced around it; the time outside
@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from ..generate import autoregressive_generate, judged_tokens, speculative_generate
+from ..generate import autoregressive_generate, speculative_generate
 from ..hooks import ForwardTimer
 from ..timing import rotated, step_latency
 
@@ -43,10 +43,10 @@ def _ar_block(timer, target, ids, new_tokens) -> dict:
 
 
 def _spec_run(timer, target, draft, ids, new_tokens, k) -> dict:
-    """One greedy speculative run at constant k: acceptance counts and in-run costs, in seconds:
-    the draft's prefill, its time per proposed token, the target's forwards by draft tokens
-    verified (0: a plain step), and the loop's time outside the forwards per iteration. A draft
-    source without a model (prompt lookup) has no draft forwards: its lookups are loop time."""
+    """One greedy speculative run at constant k: its in-run costs, in seconds: the draft's
+    prefill, its time per proposed token, the target's forwards by draft tokens verified (0: a
+    plain step), and the loop's time outside the forwards per iteration. A draft source without a
+    model (prompt lookup) has no draft forwards: its lookups are loop time."""
     out, calls, total = timer(lambda: speculative_generate(target, draft, ids, new_tokens, k=k))
     target_calls = [(n, s) for name, n, s in calls if name == "target"][1:]  # prefill excluded
     draft_calls = [s for name, _, s in calls if name == "draft"]
@@ -55,13 +55,10 @@ def _spec_run(timer, target, draft, ids, new_tokens, k) -> dict:
     for n, s in target_calls:
         verify.setdefault(n - 1, []).append(s)
     return {
-        "accepted": sum(out.accepted),
-        "judged": judged_tokens(out.accepted, out.proposed),
         "pre": draft_calls[0] if draft_calls else 0.0,
         # per proposed token: includes the two-token draft calls that follow a full acceptance
         "t_draft": sum(draft_calls[1:]) / sum(out.proposed) if sum(out.proposed) else float("nan"),
         "verify": verify,
-        "t_verify": float(np.mean(verify[k])) if k in verify else float("nan"),
         "loop": max(total - sum(s for _, _, s in calls), 0.0) / iterations if iterations else float("nan"),
         "mean_k": sum(out.proposed) / iterations if iterations else float("nan"),
     }
@@ -88,12 +85,11 @@ def median(values) -> float:
 def measure_runs(target, drafts: Mapping[str, object], prompts, run_ks, new_tokens: int, repeats: int, bar):
     """Warm up, then run the calibration blocks, one per (pass, prompt, draft): the draft's greedy
     speculative runs at every k of ``run_ks``, bracketed by autoregressive runs (each shared with
-    the next block). Returns (stats, t_target, loop_ar_ratio): per draft the accepted and judged
-    counts (first pass only: greedy passes repeat the same tokens), per k the lists of c, v and
-    loop ratios to the mean t_target of the block's brackets, (x, y) = (mean k, loop ratio) per
-    run, and ``blocks``: per block the draft's prefill, c and loop per k, the verify cost per
-    draft tokens verified k' (median over the block's runs) and the brackets' loop_ar, all in
-    target steps (``forecast.cost_table``); t_target is the median target decode step in
+    the next block). Returns (stats, t_target, loop_ar_ratio): per draft (x, y) = (mean k, loop
+    ratio) per run (``fit_loop``) and ``blocks``: per block the draft's prefill, c and loop per k,
+    the verify cost per draft tokens verified k' (median over the block's runs) and the brackets'
+    loop_ar, all in target steps, each divided by the mean t_target of the block's brackets
+    (``forecast.cost_table``); t_target is the median target decode step in
     seconds and loop_ar_ratio the median autoregressive outside time per token over t_target."""
     device = target.device
     timer = {name: CallTimer({"target": target, **({"draft": d} if isinstance(d, torch.nn.Module) else {})}, device)
@@ -109,9 +105,8 @@ def measure_runs(target, drafts: Mapping[str, object], prompts, run_ks, new_toke
     blocks = [(r, ids, name) for r in range(repeats) for ids in prompts for name in drafts]
     ars = [_ar_block(ar_timer, target, blocks[0][1], new_tokens)]
     bar.update()
-    stats = {name: {"accepted": 0, "judged": 0, "c": {k: [] for k in run_ks}, "v": {k: [] for k in run_ks},
-                    "loop": {k: [] for k in run_ks}, "x": [], "y": [], "blocks": []} for name in drafts}
-    for i, (r, ids, name) in enumerate(blocks):
+    stats = {name: {"x": [], "y": [], "blocks": []} for name in drafts}
+    for i, (_, ids, name) in enumerate(blocks):
         runs = {}
         for k in run_ks:
             runs[k] = _spec_run(timer[name], target, drafts[name], ids, new_tokens, k)
@@ -121,13 +116,7 @@ def measure_runs(target, drafts: Mapping[str, object], prompts, run_ks, new_toke
         step = (ars[i]["t_target"] + ars[i + 1]["t_target"]) / 2
         s = stats[name]
         verify: dict[int, list[float]] = {}
-        for k, run in runs.items():
-            if r == 0:  # greedy: every pass gives the same tokens
-                s["accepted"] += run["accepted"]
-                s["judged"] += run["judged"]
-            s["c"][k].append(run["t_draft"] / step)
-            s["v"][k].append(run["t_verify"] / step)
-            s["loop"][k].append(run["loop"] / step)
+        for run in runs.values():
             s["x"].append(run["mean_k"])
             s["y"].append(run["loop"] / step)
             for j, times in run["verify"].items():
