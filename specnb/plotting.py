@@ -12,7 +12,7 @@ import seaborn as sns
 from .atomic import atomic_path
 from .paths import figures_dir
 
-__all__ = ["set_style", "save_fig", "render_trace", "TRACE_COLOURS", "plot_token_frequencies", "plot_methods", "plot_op_latency", "plot_decode_sweep",
+__all__ = ["set_style", "save_fig", "render_trace", "TRACE_COLOURS", "plot_token_frequencies", "plot_methods", "plot_op_latency", "plot_decode_sweep", "plot_step_model",
            "plot_speedup_vs_size", "plot_depth_latency", "plot_predictors", "plot_k_sweep", "plot_k_heatmap",
            "plot_speedup_ci", "plot_k_ci"]
 
@@ -110,24 +110,35 @@ def plot_methods(table, metrics=("tokens_per_second_median", "ttft_seconds_media
     return fig
 
 
-def plot_op_latency(ops, fits):
+def plot_op_latency(ops, fits, *, min_r2: float = 0.5):
     """Log-log latency vs size per operator (points: ``latency.benchmark_ops``), with each fitted
-    t0 + work/throughput curve (``latency.fit_fixed_cost``) and its fixed cost t0 dashed."""
+    t0 + work/throughput curve (``latency.fit_fixed_cost``) and its fixed cost t0 dashed. A fit with
+    r² < ``min_r2`` is not drawn as a curve (the title says so): the points alone are the evidence."""
     import numpy as np
+    from matplotlib.ticker import FuncFormatter
 
     names = list(dict.fromkeys(ops["op"]))
     cols = min(4, len(names))
     rows = -(-len(names) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.8 * rows), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.9 * rows), squeeze=False)
     fit = fits.set_index("op")
     for ax, name in zip(axes.flat, names):
         sub = ops[ops["op"] == name].sort_values("size")
         ax.loglog(sub["size"], sub["median_s"] * 1e6, "o", ms=4, label="measured")
         f = fit.loc[name]
-        curve = f["t0_s"] + sub["work"] / f["throughput"] if f["throughput"] > 0 else np.full(len(sub), f["t0_s"])
-        ax.loglog(sub["size"], curve * 1e6, "-", lw=1.2, label="t0 + work/throughput")
-        ax.axhline(f["t0_s"] * 1e6, ls="--", lw=0.8, color="grey", label="t0")
-        ax.set(title=name, xlabel="size n", ylabel="µs per call")
+        if f["r2"] >= min_r2:
+            curve = f["t0_s"] + sub["work"] / f["throughput"] if f["throughput"] > 0 else np.full(len(sub), f["t0_s"])
+            ax.loglog(sub["size"], curve * 1e6, "-", lw=1.2, label="t0 + work/throughput")
+            ax.axhline(f["t0_s"] * 1e6, ls="--", lw=0.8, color="grey", label="t0")
+            title = f"{name}: r² {f['r2']:.2f}"
+        else:
+            title = f"{name}: r² {f['r2']:.2f}, no fit drawn"
+        ax.set_title(title, fontsize=9)
+        ax.set(xlabel="size n", ylabel="µs per call")
+        if sub["median_s"].max() < 10 * sub["median_s"].min():  # less than a decade: a linear y axis reads better
+            ax.set_yscale("linear")
+        else:
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     for ax in list(axes.flat)[len(names):]:
         ax.set_visible(False)
     axes.flat[0].legend(fontsize=7)
@@ -148,6 +159,36 @@ def plot_decode_sweep(width_sweep, depth_sweep, t0_s: float):
     axes[0].set_title(f"width sweep at depth {int(width_sweep['depth'].iloc[0])}")
     axes[1].set_title(f"depth sweep at width {int(depth_sweep['width'].iloc[0])}")
     axes[0].legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_step_model(check, stream, *, tolerance: float = 0.15, other: str | None = None, other_label: str | None = None):
+    """Left: the stream curve BW(working set) (``latency.measure_stream_bandwidth``), with every
+    checked model's footprint marked. Right: predicted vs measured latency per (model, tokens) of
+    ``latency.predict_vs_measure`` (log-log), the y = x line and a +-``tolerance`` band; ``other``
+    names a second model's prediction column (``predicted_s_<other>``) drawn in grey."""
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.0))
+    ax = axes[0]
+    ax.plot(stream["working_set_bytes"] / 2**20, stream["bytes_per_s"] / 1e9, "o-")
+    fps = check.drop_duplicates("name")["footprint_bytes"] / 2**20
+    ax.plot(fps, [0] * len(fps), "|", ms=18, mew=2, color="C3", label="the checked models' footprints", clip_on=False)
+    ax.set(xscale="log", xlabel="working set, MiB (log)", ylabel="GB/s", title="weights streamed by a 1-row matmul", ylim=(0, None))
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    lo, hi = check["measured_s"].min() * 1e3 * 0.7, check["measured_s"].max() * 1e3 * 1.4
+    xs = np.geomspace(lo, hi, 50)
+    ax.fill_between(xs, xs * (1 - tolerance), xs * (1 + tolerance), color="0.9", label=f"within {tolerance:.0%}")
+    ax.plot(xs, xs, color="0.5", lw=0.8)
+    if other is not None:
+        ax.scatter(check["measured_s"] * 1e3, check[f"predicted_s_{other}"] * 1e3, marker="x", color="0.6", label=other_label or other)
+    for t, g in check.groupby("tokens"):
+        ax.scatter(g["measured_s"] * 1e3, g["predicted_s"] * 1e3, label=f"step model, {t} token(s)")
+    ax.set(xscale="log", yscale="log", xlabel="measured ms (log)", ylabel="predicted ms (log)",
+           title="every zoo shape: predicted vs measured")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -199,26 +240,37 @@ def plot_depth_latency(frame, slope: float, intercept: float, r2: float, *, x: s
 
 def plot_predictors(frame, predictors, outcome: str, *, hue: str | None = None, corr=None, labels: dict | None = None):
     """One scatter per predictor of ``outcome`` (e.g. acceptance rate), coloured by ``hue``, with
-    Pearson/Spearman r from ``measure.correlate`` rows in each title when ``corr`` is given."""
+    Pearson/Spearman r from ``measure.correlate`` rows in each title when ``corr`` is given. A
+    positive predictor spanning more than two decades (e.g. perplexity) gets a log x axis."""
+    import numpy as np
+
     labels = labels or {}
-    fig, axes = plt.subplots(1, len(predictors), figsize=(3.6 * len(predictors), 3.5), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(predictors), figsize=(3.8 * len(predictors), 3.7), squeeze=False, sharey=True)
     for i, (ax, pred) in enumerate(zip(axes[0], predictors)):
         sns.scatterplot(data=frame, x=pred, y=outcome, hue=hue, ax=ax, s=45, legend=(i == len(predictors) - 1))
         title = labels.get(pred, pred)
         if corr is not None:
             c = corr[(corr["predictor"] == pred) & (corr["outcome"] == outcome)].set_index("method")["r"]
-            title += f"\nPearson {c.get('pearson', float('nan')):+.2f}, Spearman {c.get('spearman', float('nan')):+.2f}"
-        ax.set(title=title, xlabel=labels.get(pred, pred), ylabel=labels.get(outcome, outcome))
+            title += f"\nPearson r {c.get('pearson', float('nan')):+.2f} · Spearman ρ {c.get('spearman', float('nan')):+.2f}"
+        values = frame[pred].to_numpy(float)
+        log = bool((values > 0).all() and values.max() > 100 * values.min())
+        ax.set_title(title, fontsize=10)
+        ax.set(xlabel=labels.get(pred, pred) + (" (log)" if log else ""), ylabel=labels.get(outcome, outcome))
+        if log:
+            ax.set_xscale("log")
     if hue is not None and axes[0][-1].get_legend() is not None:
         sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=8)
     fig.tight_layout()
     return fig
 
 
-def plot_k_sweep(frame, *, y: str = "ms_per_token", pair: str = "draft", best: str | None = None):
+def plot_k_sweep(frame, *, y: str = "ms_per_token", pair: str = "draft", best: str | None = None,
+                 band: tuple[int, int] | None = (3, 5), band_label: str = "seed 003: K* in 3-5"):
     """Latency per token vs k, one line per pair (seed 003's BLOOM figure); the measured best k of
-    each pair is ringed."""
+    each pair is ringed, and the seed's range of K* shaded."""
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    if band is not None:
+        ax.axvspan(band[0] - 0.5, band[1] + 0.5, color="C2", alpha=0.12, label=band_label)
     sns.lineplot(data=frame, x="k", y=y, hue=pair, marker="o", ax=ax, errorbar=None)
     for _, g in frame.groupby(pair):
         b = g.loc[g[y].idxmin()]
@@ -280,7 +332,8 @@ def plot_k_heatmap(grid, points=None):
             ax.annotate(str(r["label"]), (r["alpha"], r["c"]), textcoords="offset points", xytext=(5, 4), fontsize=8, color="white")
     ax.set(xlabel="acceptance rate alpha", ylabel="cost ratio c = t_draft / t_target",
            title="Predicted best k (0 = do not speculate)", ylim=(cs.min(), cs.max()))
-    ax.set_xticks(np.round(np.linspace(alphas.min(), alphas.max(), 6), 2))
+    ax.set_xticks(np.arange(np.ceil(alphas.min() * 10) / 10, alphas.max() + 1e-9, 0.1))
+    ax.xaxis.set_major_formatter("{x:.1f}")
     fig.tight_layout()
     return fig
 

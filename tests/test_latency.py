@@ -287,3 +287,122 @@ def test_backend_sweep_rows_per_model_backend_and_tokens():
         backend_sweep(models, backends=("turbo",), context=8, min_run_time=0.01, progress=False)
     with pytest.raises(ValueError, match="at least one model"):
         backend_sweep({}, context=8)
+
+
+# --------------------------------------------------------------------------------------------
+# The step model (2)
+# --------------------------------------------------------------------------------------------
+
+_STREAM = pd.DataFrame({"working_set_bytes": [1e6, 3e6], "bytes_per_s": [4e10, 1e10]})  # cache, then DRAM
+
+
+@pytest.fixture(scope="module")
+def step_ladder():
+    return llama_ladder(widths=(32, 48), depths=(1, 2), head_dim=16, vocab_size=64, max_positions=128)
+
+
+def test_step_features_hand_count(ladder):
+    from specnb.latency import step_features
+
+    m = ladder["w32-d2"]  # width 32, ffn 80 (ratio 1024/416 rounded to 16), 2 heads of 16, vocab 64, tied head
+    cfg = m.config
+    d, f, v, L = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, cfg.num_hidden_layers
+    feats = step_features(m, context=8, tokens=3)
+    linear = L * (4 * d * d + 3 * d * f) + v * d  # q k v o, gate up down, lm_head (= embedding)
+    assert feats["layers"] == 2 and feats["width"] == 32
+    assert feats["weight_bytes"] == 4 * linear
+    params = linear + L * 2 * d + d  # + two norms per layer and the final norm; embedding tied to lm_head
+    kv = 2 * L * (8 + 3) * cfg.num_key_value_heads * cfg.head_dim
+    assert feats["footprint_bytes"] == 4 * (params + kv)
+    with pytest.raises(ValueError, match="tokens"):
+        step_features(m, context=8, tokens=0)
+    with pytest.raises(ValueError, match="nn.Linear"):
+        step_features(torch.nn.Sequential(torch.nn.ReLU()), context=1)
+
+
+def test_step_model_arithmetic_and_interpolation():
+    from specnb.latency import StepModel
+
+    sm = StepModel({1: (1e-4, 2e-5, 1e-7), 4: (2e-4, 3e-5, 2e-7)}, _STREAM)
+    assert sm.bandwidth(2e6) == pytest.approx(2.5e10)  # halfway between the two rows
+    assert sm.bandwidth(1e3) == 4e10 and sm.bandwidth(1e9) == 1e10  # flat beyond the ends
+    e = sm.estimate(layers=12, width=100, weight_bytes=1e8, footprint_bytes=1e9, tokens=1)
+    assert e["stream_s"] == pytest.approx(1e8 / 1e10) and e["width_s"] == pytest.approx(12 * 1e-7 * 100)
+    assert e["predicted_s"] == pytest.approx(1e-4 + 12 * 2e-5 + 12 * 1e-7 * 100 + 1e-2)
+    assert sm.estimate(12, 100, 1e8, 1e9, tokens=4)["predicted_s"] == pytest.approx(2e-4 + 12 * 3e-5 + 12 * 2e-7 * 100 + 1e-2)
+    with pytest.raises(ValueError, match="tokens=\\(1, 3, 4\\)"):
+        sm.estimate(12, 100, 1e8, 1e9, tokens=3)
+    frame = sm.to_frame()
+    assert frame["tokens"].tolist() == [1, 4] and frame["dram_bytes_per_s"].iloc[0] == 1e10
+    with pytest.raises(ValueError, match=">= 0"):
+        StepModel({1: (-1.0, 0.0, 0.0)}, _STREAM)
+    with pytest.raises(ValueError, match="3 values"):
+        StepModel({1: (0.0, 0.0, 0.0, 1.0)}, _STREAM)
+    with pytest.raises(ValueError, match="measure_stream_bandwidth"):
+        StepModel({1: (0.0, 0.0, 0.0)}, pd.DataFrame({"bytes": [1.0]}))
+
+
+def test_fit_step_model_recovers_known_coefficients():
+    from specnb.latency import StepModel, fit_step_model
+
+    truth = StepModel({1: (3e-4, 2e-4, 5e-7), 4: (4e-4, 3e-4, 9e-7)}, _STREAM)
+    shapes = [(1, 32, 2e5, 5e5), (4, 64, 1e6, 1.2e6), (12, 96, 5e6, 6e6), (2, 256, 3e6, 4e6), (8, 128, 8e7, 9e7),
+              (12, 416, 1e8, 1.1e8)]
+    rows = [{"tokens": t, "layers": L, "width": d, "weight_bytes": w, "footprint_bytes": fp,
+             "measured_s": truth.estimate(L, d, w, fp, tokens=t)["predicted_s"]} for t in (1, 4) for L, d, w, fp in shapes]
+    fit = fit_step_model(pd.DataFrame(rows), _STREAM)
+    for t in (1, 4):
+        assert fit.coefficients[t] == pytest.approx(truth.coefficients[t], rel=1e-6)
+    assert fit.calibration["error"].abs().max() < 1e-9
+    with pytest.raises(ValueError, match=">= 3"):
+        fit_step_model(pd.DataFrame(rows[:2]), _STREAM)
+    with pytest.raises(ValueError, match="lacks"):
+        fit_step_model(pd.DataFrame(rows).drop(columns="layers"), _STREAM)
+
+
+def test_measure_stream_bandwidth_builds_whole_matrices():
+    from specnb.latency import measure_stream_bandwidth
+
+    s = measure_stream_bandwidth((0.05, 0.2), shape=(64, 32), min_run_time=0.001)
+    per = 64 * 32 * 4
+    assert s["matrices"].tolist() == [round(0.05 * 2**20 / per), round(0.2 * 2**20 / per)]
+    assert (s["working_set_bytes"] == s["matrices"] * per).all() and (s["bytes_per_s"] > 0).all()
+    with pytest.raises(ValueError, match="sizes_mb"):
+        measure_stream_bandwidth((0,))
+    with pytest.raises(ValueError, match="shape"):
+        measure_stream_bandwidth((1,), shape=(0, 4))
+
+
+def test_calibrate_step_model_end_to_end(step_ladder):
+    from specnb.latency import calibrate_step_model, measure_stream_bandwidth
+
+    stream = measure_stream_bandwidth((0.05, 0.2), shape=(64, 32), min_run_time=0.001)
+    sm = calibrate_step_model(step_ladder, tokens=(1, 3), context=8, rounds=1, min_run_time=0.002, stream=stream, progress=False)
+    assert sm.tokens == [1, 3]
+    assert len(sm.calibration) == 2 * len(step_ladder) and set(sm.calibration["name"]) == set(step_ladder)
+    ops = LatencyModel(1e-6, 1e9, 1e9)
+    table = predict_vs_measure({"d1": step_ladder["w32-d1"]}, sm, context=8, tokens=(1, 3), min_run_time=0.002, rounds=1,
+                               others={"ops": ops})
+    assert {"fixed_s", "width_s", "stream_s", "predicted_s", "measured_s"} <= set(table.columns)
+    assert np.allclose(table["predicted_s"], table["fixed_s"] + table["width_s"] + table["stream_s"])
+    assert np.allclose(table["predicted_s_ops"], [ops.predict(step_ladder["w32-d1"], 8, t) for t in (1, 3)])
+    assert np.allclose(table["error_ops"], table["predicted_s_ops"] / table["measured_s"] - 1)
+    assert np.allclose(table["predicted_s"], [sm.predict(step_ladder["w32-d1"], 8, t) for t in (1, 3)])
+    with pytest.raises(ValueError, match=">= 3 calibration models"):
+        calibrate_step_model({"a": step_ladder["w32-d1"]}, stream=stream)
+    with pytest.raises(ValueError, match="must not be calibration models"):
+        calibrate_step_model(step_ladder, check={"w32-d1": step_ladder["w32-d1"]}, stream=stream)
+
+
+def test_calibrate_step_model_checks_models_it_does_not_fit(step_ladder):
+    from specnb.latency import calibrate_step_model, measure_stream_bandwidth
+
+    stream = measure_stream_bandwidth((0.05, 0.2), shape=(64, 32), min_run_time=0.001)
+    ops = LatencyModel(1e-6, 1e9, 1e9)
+    sm = calibrate_step_model(step_ladder, tokens=(1, 2), context=8, rounds=1, min_run_time=0.002, stream=stream,
+                              check={"again": step_ladder["w32-d2"]}, others={"ops": ops}, progress=False)
+    assert "again" not in set(sm.calibration["name"])
+    assert sm.check[["name", "tokens"]].values.tolist() == [["again", 1], ["again", 2]]
+    assert np.allclose(sm.check["predicted_s"], [sm.predict(step_ladder["w32-d2"], 8, t) for t in (1, 2)])
+    assert np.allclose(sm.check["error"], sm.check["predicted_s"] / sm.check["measured_s"] - 1)
+    assert np.allclose(sm.check["predicted_s_ops"], [ops.predict(step_ladder["w32-d2"], 8, t) for t in (1, 2)])

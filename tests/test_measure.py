@@ -102,8 +102,11 @@ def test_latency_plots():
 
     ops = pd.DataFrame({"op": ["a"] * 3 + ["b"] * 3, "size": [16, 64, 256] * 2, "work": [16, 64, 256] * 2,
                         "median_s": [1e-6, 2e-6, 5e-6, 3e-6, 3e-6, 3e-6]})
-    fits = pd.DataFrame({"op": ["a", "b"], "t0_s": [1e-6, 3e-6], "throughput": [6e7, 0.0]})
-    assert len([a for a in plot_op_latency(ops, fits).axes if a.get_visible()]) == 2
+    fits = pd.DataFrame({"op": ["a", "b"], "t0_s": [1e-6, 3e-6], "throughput": [6e7, 0.0], "r2": [0.9, 0.1]})
+    axes = [a for a in plot_op_latency(ops, fits).axes if a.get_visible()]
+    assert len(axes) == 2
+    assert len(axes[0].lines) == 3 and len(axes[1].lines) == 1  # r² < 0.5: the points alone, no fit, no t0
+    assert "no fit drawn" in axes[1].get_title()
     sweep = pd.DataFrame({"width": [16, 64], "depth": [12, 12], "n_ops": [600, 600], "decode_s": [0.004, 0.005]})
     assert len(plot_decode_sweep(sweep, sweep.assign(depth=[1, 2], width=416), 6e-6).axes) == 2
     plt.close("all")

@@ -20,9 +20,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..timing import benchmark_op, step_latency
+from ..timing import benchmark_op, step_latencies, step_latency
 from .ladder import llama_ladder
 from .ops import _prefilled_cache, _random_ids, benchmark_ops, count_operators, fit_fixed_cost
+from .step import judged
 
 __all__ = ["decode_flops_bytes", "measure_peak_flops", "measure_bandwidth", "LatencyModel", "calibrate",
            "predict_vs_measure"]
@@ -133,9 +134,8 @@ def measure_peak_flops(device: str | torch.device = "cpu", n: int = 2048, *, row
         raise ValueError(f"n and rows must be >= 1; got n={n}, rows={rows}")
     device = torch.device(device)
     a, b = torch.randn(rows, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    out = torch.empty(rows, n, device=device, dtype=dtype)  # (rows, n)
-    with torch.inference_mode():
-        m = benchmark_op(lambda: torch.matmul(a, b, out=out), label=f"matmul {rows}x{n}", min_run_time=min_run_time)
+    with torch.inference_mode():  # no out=: with it MKL takes a slow path at 2-8 rows on CPU
+        m = benchmark_op(lambda: torch.matmul(a, b), label=f"matmul {rows}x{n}", min_run_time=min_run_time)
     return 2 * rows * n**2 / m["median_s"]
 
 
@@ -262,21 +262,20 @@ def calibrate(device: str | torch.device = "cpu", *, method: str = "decode", mod
     return LatencyModel(t0, peak, bw, method=f"decode: fitted on {', '.join(models)}", peak_by_tokens=by_rows, combine=combine)
 
 
-def predict_vs_measure(models: Mapping[str, torch.nn.Module], latency_model: LatencyModel, context: int = 64,
-                       tokens: Iterable[int] = (1, 4), min_run_time: float = 0.3) -> pd.DataFrame:
-    """One row per (model, tokens): name, tokens, n_ops, the terms of (1), predicted_s, measured_s
-    (``specnb.timing.step_latency``: median of a forward after ``context`` cached tokens) and
-    error = predicted / measured - 1."""
+def predict_vs_measure(models: Mapping[str, torch.nn.Module], latency_model, context: int = 64,
+                       tokens: Iterable[int] = (1, 4), min_run_time: float = 0.3, rounds: int = 3,
+                       progress: bool = False, others: Mapping[str, object] | None = None) -> pd.DataFrame:
+    """One row per (model, tokens): name, tokens, the model's terms (``latency_model.breakdown``:
+    a ``LatencyModel`` or a ``StepModel``), predicted_s, measured_s and error = predicted / measured - 1.
+    measured_s is the median over ``rounds`` rotated rounds of ``specnb.timing.step_latency`` (a
+    forward after ``context`` cached tokens), every (model, tokens) interleaved in one run. ``others``
+    maps a name to more latency models, judged on the same measurements (predicted_s_<name>, error_<name>)."""
     tokens = [int(t) for t in tokens]
     if not models:
         raise ValueError("models is empty")
     if not tokens or min(tokens) < 1:
         raise ValueError(f"tokens must be >= 1; got {tokens}")
-    rows = []
-    for name, model in models.items():
-        for k in tokens:
-            parts = latency_model.breakdown(model, context, k)
-            measured = step_latency(model, context=context, tokens=k, min_run_time=min_run_time)["median_s"]
-            rows.append({"name": name, "tokens": k, "context": context, **parts, "measured_s": measured,
-                         "error": parts["predicted_s"] / measured - 1})
-    return pd.DataFrame(rows)
+    entries = [(name, k) for name in models for k in tokens]
+    timed = step_latencies({f"{name}@{k}": (models[name], k) for name, k in entries}, context=context, rounds=rounds,
+                           min_run_time=min_run_time, progress=progress)
+    return judged(models, latency_model, dict(zip(entries, timed["median_s"])), context, others)
