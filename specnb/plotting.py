@@ -241,7 +241,7 @@ def plot_depth_latency(frame, slope: float, intercept: float, r2: float, *, x: s
 def plot_predictors(frame, predictors, outcome: str, *, hue: str | None = None, corr=None, labels: dict | None = None):
     """One scatter per predictor of ``outcome`` (e.g. acceptance rate), coloured by ``hue``, with
     Pearson/Spearman r from ``measure.correlate`` rows in each title when ``corr`` is given. A
-    positive predictor spanning more than two decades (e.g. perplexity) gets a log x axis."""
+    positive predictor spanning more than a decade (e.g. perplexity) gets a log x axis."""
     import numpy as np
 
     labels = labels or {}
@@ -253,7 +253,7 @@ def plot_predictors(frame, predictors, outcome: str, *, hue: str | None = None, 
             c = corr[(corr["predictor"] == pred) & (corr["outcome"] == outcome)].set_index("method")["r"]
             title += f"\nPearson r {c.get('pearson', float('nan')):+.2f} · Spearman ρ {c.get('spearman', float('nan')):+.2f}"
         values = frame[pred].to_numpy(float)
-        log = bool((values > 0).all() and values.max() > 100 * values.min())
+        log = bool((values > 0).all() and values.max() > 10 * values.min())
         ax.set_title(title, fontsize=10)
         ax.set(xlabel=labels.get(pred, pred) + (" (log)" if log else ""), ylabel=labels.get(outcome, outcome))
         if log:

@@ -265,3 +265,17 @@ def test_pair_costs_takes_ratios_within_rounds(monkeypatch):
     assert costs.loc[1, "c"] == pytest.approx(0.1) and costs.loc[4, "c"] == pytest.approx(0.1)
     assert costs.loc[1, "verify_cost"] == pytest.approx(1.1) and costs.loc[4, "verify_cost"] == pytest.approx(1.4)
     assert costs.loc[4, "target_step_s"] == pytest.approx(0.010)
+
+
+def test_predictor_plot_logs_a_predictor_spanning_decades():
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from specnb.plotting import plot_predictors
+
+    frame = pd.DataFrame({"perplexity": [50.0, 100.0, 3000.0], "accuracy": [0.1, 0.2, 0.3], "alpha": [0.5, 0.4, 0.1]})
+    corr = pd.DataFrame({"predictor": ["accuracy"] * 2, "outcome": ["alpha"] * 2, "method": ["pearson", "spearman"], "r": [0.9, 0.8]})
+    fig = plot_predictors(frame, ["perplexity", "accuracy"], "alpha", corr=corr)
+    assert [ax.get_xscale() for ax in fig.axes] == ["log", "linear"]
+    assert "Pearson r +0.90" in fig.axes[1].get_title() and "Spearman ρ +0.80" in fig.axes[1].get_title()
+    plt.close("all")
