@@ -215,10 +215,10 @@ HUB_FAMILIES: dict[str, list[str]] = {
 }
 
 
-#: (target, drafts largest first) for the draft-size study of notebook 02: the zoo's width ladder,
-#: or a real family (seed 003's Pythia pair and its siblings; needs a network and, for speed, a GPU).
+#: (target, drafts largest first) for the draft-size study of notebook 02: the zoo's width ladder
+#: (12 layers) then its shallow ladder (1 layer, ``d1`` its 208 rung), or a real family (seed 003's Pythia pair and its siblings; needs a network and, for speed, a GPU).
 SIZE_LADDERS: dict[str, tuple[str, list[str]]] = {
-    "zoo": ("zoo/target", ["zoo/w0.7", "zoo/w0.5", "zoo/w0.25", "zoo/w0.1", "zoo/p0.01"]),
+    "zoo": ("zoo/target", ["zoo/w0.7", "zoo/w0.5", "zoo/w0.25", "zoo/w0.1", "zoo/p0.01", "zoo/s416", "zoo/d1", "zoo/s128", "zoo/s64"]),
     "pythia": ("EleutherAI/pythia-2.8b", HUB_FAMILIES["pythia"][-2::-1]),
     "opt": ("facebook/opt-6.7b", HUB_FAMILIES["opt"][-2::-1]),
 }

@@ -193,44 +193,68 @@ def plot_step_model(check, stream, *, tolerance: float = 0.15, other: str | None
     return fig
 
 
-def plot_speedup_vs_size(frame, *, x: str = "params", label: str = "draft"):
-    """Speedup over target greedy vs draft size (log x): measured at each draft's best k (median,
-    with the interquartile range when ``measured_q25``/``measured_q75`` are there), the planner's
-    prediction and Leviathan's Thm 3.8 (rows of ``planner.validate`` merged with sizes)."""
+def plot_speedup_vs_size(frame, *, x: str = "params", label: str = "draft", hue: str | None = None,
+                         seeds: dict | None = None, xlabel: str = "draft parameters (log)"):
+    """Speedup over target greedy vs draft size (log x), one line per ``hue`` group (e.g. a ladder):
+    measured at each draft's k with its 95% CI over prompts (``ci_low`` / ``ci_high``) or, failing
+    those, its interquartile range (``measured_q25`` / ``measured_q75``); the planner's prediction
+    and Leviathan's Thm 3.8 when present. ``seeds``: name -> (x, speedup), a seed's own points
+    (grey stars, labelled), on the same x (e.g. draft / target parameters)."""
     import numpy as np
 
     f = frame.sort_values(x)
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    if {"measured_q25", "measured_q75"} <= set(f.columns):
-        err = np.vstack([f["measured_speedup"] - f["measured_q25"], f["measured_q75"] - f["measured_speedup"]])
-        ax.errorbar(f[x], f["measured_speedup"], yerr=err, fmt="o-", capsize=3, label="measured (median, IQR)")
-    else:
-        ax.plot(f[x], f["measured_speedup"], "o-", label="measured")
-    if "predicted_speedup" in f:
-        ax.plot(f[x], f["predicted_speedup"], "s--", label="predicted (costs measured)")
-    if "speedup_thm38" in f:
-        ax.plot(f[x], f["speedup_thm38"], "^:", label="Leviathan Thm 3.8 (alpha, c)")
-    for _, r in f.iterrows():
-        ax.annotate(f"{r[label]} (k={int(r['k'])})", (r[x], r["measured_speedup"]), textcoords="offset points",
-                    xytext=(4, 6), fontsize=8)
+    fig, ax = plt.subplots(figsize=(10.5, 4.4))
+    groups = list(f.groupby(hue, sort=False)) if hue else [("", f)]
+    for i, (name, g) in enumerate(groups):
+        color, tag = f"C{i}", (f"{name}: " if name else "")
+        if {"ci_low", "ci_high"} <= set(g.columns):
+            lo, hi, what = g["ci_low"], g["ci_high"], "95% CI over prompts"
+        elif {"measured_q25", "measured_q75"} <= set(g.columns):
+            lo, hi, what = g["measured_q25"], g["measured_q75"], "IQR"
+        else:
+            lo = hi = g["measured_speedup"]
+            what = ""
+        err = np.vstack([g["measured_speedup"] - lo, hi - g["measured_speedup"]])
+        ax.errorbar(g[x], g["measured_speedup"], yerr=err, fmt="o-", color=color, capsize=3,
+                    label=f"{tag}measured" + (f" ({what})" if what else ""))
+        if "predicted_speedup" in g:
+            ax.plot(g[x], g["predicted_speedup"], "s--", color=color, alpha=0.6, ms=4, label=f"{tag}predicted (costs measured)")
+        if "speedup_thm38" in g:
+            ax.plot(g[x], g["speedup_thm38"], "^:", color=color, alpha=0.4, ms=4, label=f"{tag}Leviathan Thm 3.8 (alpha, c)")
+        for _, r in g.iterrows():
+            ax.annotate(f"{r[label]} (k={int(r['k'])})", (r[x], r["measured_speedup"]), textcoords="offset points",
+                        xytext=(4, 6), fontsize=7, color=color)
+    for name, (sx, sy) in (seeds or {}).items():
+        ax.plot(sx, sy, "*", color="grey", ms=10)
+        ax.annotate(name, (sx, sy), textcoords="offset points", xytext=(5, -3), fontsize=7, color="dimgrey")
+    if seeds:
+        ax.plot([], [], "*", color="grey", ms=10, label="seed's own results")
     ax.axhline(1, color="grey", lw=0.8)
-    ax.set(xscale="log", xlabel="draft parameters (log)", ylabel="speedup over target greedy (x)",
-           title="Speculative speedup vs draft size")
-    ax.legend(fontsize=8)
+    ax.set(xscale="log", xlabel=xlabel, ylabel="speedup over target greedy (x)", title="Speculative speedup vs draft size")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside the axes: no point hidden
     fig.tight_layout()
     return fig
 
 
-def plot_depth_latency(frame, slope: float, intercept: float, r2: float, *, x: str = "layers", y: str = "decode_ms"):
-    """Decode latency vs depth at equal parameters, with the least-squares line and its R²."""
+def plot_depth_latency(frame, slope: float, intercept: float, r2: float, *, x: str = "layers", y: str = "decode_ms",
+                       seed_note: str | None = None):
+    """Decode latency vs depth at equal parameters, with the least-squares line and its R²; ``seed_note``:
+    the seed's own finding, written in the corner (for a seed that gives a shape but no values)."""
     import numpy as np
 
     fig, ax = plt.subplots(figsize=(5.6, 3.6))
-    ax.plot(frame[x], frame[y], "o", ms=7, label="measured")
+    lo, hi = y.replace("_ms", "") + "_min_ms", y.replace("_ms", "") + "_max_ms"
+    if {lo, hi} <= set(frame.columns):  # spread over timing rounds
+        ax.errorbar(frame[x], frame[y], yerr=np.vstack([frame[y] - frame[lo], frame[hi] - frame[y]]), fmt="o", ms=7, capsize=3,
+                    label="measured (median, range over rounds)")
+    else:
+        ax.plot(frame[x], frame[y], "o", ms=7, label="measured")
     xs = np.linspace(0, frame[x].max(), 50)
     ax.plot(xs, intercept + slope * xs, "--", label=f"{slope:.2f} ms/layer + {intercept:.2f} ms (R² = {r2:.3f})")
     for _, r in frame.iterrows():
         ax.annotate(str(r.get("model", "")), (r[x], r[y]), textcoords="offset points", xytext=(5, -10), fontsize=8)
+    if seed_note:
+        ax.text(0.98, 0.04, seed_note, transform=ax.transAxes, ha="right", va="bottom", fontsize=8, color="dimgrey")
     ax.set(xlabel="layers (parameters held ~equal)", ylabel="ms per decode step", ylim=(0, None), xlim=(0, None),
            title="Draft latency grows with depth")
     ax.legend(fontsize=8)
@@ -350,9 +374,10 @@ def plot_speedup_ci(table, *, label: str = "method", title: str = "Speedup with 
                 ecolor="C0", capsize=3)
     ax.set_yticks(list(y), list(t[label]))
     ax.axvline(1.0, color="grey", lw=0.8, ls="--")
-    for i, (name, value) in enumerate((marks or {}).items()):
+    for i, (name, value) in enumerate((marks or {}).items()):  # labelled inside the axes, whatever the rows
         ax.axvline(value, color=f"C{i + 1}", lw=1.2, ls=":")
-        ax.annotate(name, (value, len(t) - 0.5), rotation=90, va="top", ha="right", fontsize=8, color=f"C{i + 1}")
+        ax.text(value, 0.97, name, transform=ax.get_xaxis_transform(), rotation=90, va="top", ha="right", fontsize=8,
+                color=f"C{i + 1}")
     ax.set(xlabel=xlabel, title=title)
     fig.tight_layout()
     return fig

@@ -65,7 +65,8 @@ def paired_speedup(runs: pd.DataFrame, method: str, baseline: str, *, tokens: st
                    seconds: str = "decode_seconds", confidence: float = 0.95, seed: int = 0) -> dict:
     """Throughput of ``method`` over ``baseline`` (sum tokens / sum seconds, each), from rows with
     columns run, prompt, method, ``tokens``, ``seconds``. Per prompt, tokens and seconds are summed
-    over runs; the CI resamples prompts. ``run_min`` / ``run_max``: the ratio within each run alone."""
+    over runs; the CI resamples prompts (nan with one prompt). ``run_min`` / ``run_max``: the ratio
+    within each run alone."""
     for col in ("run", "prompt", "method", tokens, seconds):
         if col not in runs:
             raise ValueError(f"runs needs a {col!r} column (one row per run, prompt and method)")
@@ -77,9 +78,11 @@ def paired_speedup(runs: pd.DataFrame, method: str, baseline: str, *, tokens: st
                                                                      values=[tokens, seconds], aggfunc="sum")
     per = per.dropna()
     by_prompt = per.groupby(level="prompt").sum()
-    est, low, high = bootstrap_ci([by_prompt[(tokens, method)], by_prompt[(seconds, method)],
-                                   by_prompt[(tokens, baseline)], by_prompt[(seconds, baseline)]],
-                                  _ratio, confidence=confidence, seed=seed)
+    columns = [by_prompt[(tokens, method)], by_prompt[(seconds, method)], by_prompt[(tokens, baseline)], by_prompt[(seconds, baseline)]]
+    if len(by_prompt) < 2:  # one prompt: a point, no interval over prompts
+        est, low, high = _ratio(*(c.to_numpy() for c in columns)), float("nan"), float("nan")
+    else:
+        est, low, high = bootstrap_ci(columns, _ratio, confidence=confidence, seed=seed)
     per_run = [_ratio(g[(tokens, method)].values, g[(seconds, method)].values, g[(tokens, baseline)].values,
                       g[(seconds, baseline)].values) for _, g in per.groupby(level="run")]
     return {"method": method, "baseline": baseline, "speedup": est, "ci_low": low, "ci_high": high,

@@ -32,6 +32,13 @@ def quick_outputs_in_tmp_path(request, monkeypatch):
 
 
 @pytest.fixture(scope="session")
+def llama50_pair():
+    """A 2-layer Llama over 50 tokens and a perturbed copy of it as its draft (peers and headline runs)."""
+    target = tiny_model("llama", vocab_size=50, layers=2, hidden=64, seed=1)
+    return target, perturbed_copy(target, 0.3, seed=2)
+
+
+@pytest.fixture(scope="session")
 def pairs():
     """family -> (target, {draft kind: draft}) with drafts that accept all, some and none."""
     out = {}

@@ -14,6 +14,7 @@ from transformers import JetMoeConfig, JetMoeForCausalLM, Qwen2Config, Qwen2ForC
 from transformers.masking_utils import create_causal_mask
 
 from specnb.bench import backends as bb
+from specnb.stats import paired_speedup
 from specnb.generate import static as fp
 from specnb.generate import autoregressive_generate, cache_argument, speculative_generate
 from specnb.models import perturbed_copy, tiny_model
@@ -394,6 +395,13 @@ def test_benchmark_backends_tidy_frame(compiled_pair):
     assert len(gen) == 3 * 2 * 5  # backends x (autoregressive, one speculative config) x repeats
     assert gen.identical_to_eager.all() and (gen.new_tokens == 8).all()
     assert {"env_device", "env_torch", "env_commit"} <= set(table.columns)
+    runs = bb.generate_runs(table)
+    assert len(runs) == len(gen) and set(runs.run) == set(range(5)) and (runs.prompt == 0).all()
+    assert (runs.decode_tokens.round() == 7).all()  # 8 new tokens, the first one is TTFT's
+    s = paired_speedup(runs, "static/autoregressive", "eager/autoregressive")
+    assert s["n_runs"] == 5 and s["speedup"] > 0
+    with pytest.raises(ValueError, match="no generate rows"):
+        bb.generate_runs(table[table.measure != "generate"])
 
 
 @pytest.mark.slow

@@ -327,3 +327,20 @@ def test_cli_generate_decodes_text_and_takes_prompt_lookup(capsys):
     with pytest.raises(SystemExit, match="needs a draft model"):
         main(["generate", "--target", "tiny:llama:layers=2:hidden=32", "--draft", "prompt-lookup", "--method", "assisted",
               "--prompt-ids", "3,4,5", "--max-new-tokens", "4"])
+
+
+def test_runs_by_machine_sets_each_machines_latest_run_side_by_side(tmp_path, monkeypatch):
+    from specnb import results
+
+    monkeypatch.setattr(results, "DATA", tmp_path / "committed")
+    monkeypatch.setattr(results, "results_dir", lambda: tmp_path / "mine")
+    rows = lambda cpu, isa, t, v: [{"claim": c, "verdict": v, "env_cpu": cpu, "env_cpu_isa": isa, "env_time": t} for c in ("a", "b")]
+    results.append_rows(tmp_path / "committed" / "results" / "x.csv", rows("EPYC", "AVX512", "2026-11-01T00:00", "held")
+                        + rows("EPYC", "AVX512", "2026-11-02T00:00", "not held") + rows("Xeon", "AVX2", "2026-10-01T00:00", "old"))
+    results.append_rows(tmp_path / "mine" / "x.csv", rows("Xeon", "AVX2", "2026-12-01T00:00", "inconclusive"))
+    table = results.runs_by_machine("x", "claim", ["verdict"])
+    assert list(table.index) == ["a", "b"]
+    assert [m for m, _ in table.columns] == ["Xeon AVX2 · 2026-12-01T00:00", "EPYC AVX512 · 2026-11-02T00:00"]
+    assert (table.iloc[:, 0] == "inconclusive").all() and (table.iloc[:, 1] == "not held").all()
+    with pytest.raises(ValueError, match="run the cell"):
+        results.runs_by_machine("missing", "claim", ["verdict"])

@@ -1,6 +1,7 @@
 """Notebook measurements on tiny models: real behaviour, no timing assertions."""
 
 import pytest
+import numpy as np
 import torch
 
 from specnb.generate import speculative_generate
@@ -176,6 +177,11 @@ def test_acceptance_pools_alpha_and_tau(pair):
     judged = sum(a + (a < p) for r in runs for a, p in zip(r.accepted, r.proposed))
     assert out.loc["perturbed", "alpha"] == pytest.approx(acc / judged)
     assert out.loc["perturbed", "tau"] == pytest.approx((acc + sum(len(r.accepted) for r in runs)) / sum(len(r.accepted) for r in runs))
+    # the prompt-level CI brackets the pooled alpha; distinct-4 is the outputs' (greedy: the target's text)
+    assert out.loc["perturbed", "alpha_low"] <= out.loc["perturbed", "alpha"] <= out.loc["perturbed", "alpha_high"]
+    assert out.loc["copy", "alpha_low"] == out.loc["copy", "alpha_high"] == 1.0 and (out["prompts"] == 2).all()
+    from specnb.stats import distinct_ngram_ratio
+    assert out.loc["perturbed", "distinct4"] == pytest.approx(np.mean([distinct_ngram_ratio(r.new_tokens.tolist()) for r in runs]))
     sampled = acceptance(t, {"perturbed": d}, ps, k=3, new_tokens=20, do_sample=True, seed=1, progress=False)
     again = acceptance(t, {"perturbed": d}, ps, k=3, new_tokens=20, do_sample=True, seed=1, progress=False)
     assert sampled.equals(again) and 0 <= sampled["alpha"].iloc[0] <= 1
@@ -215,6 +221,10 @@ def test_new_plots_render(tmp_path):
     pred = pd.DataFrame({"accuracy": [0.1, 0.2, 0.3, 0.4], "alpha": [0.2, 0.1, 0.5, 0.6], "kind": list("abab")})
     sweep = pd.DataFrame({"draft": ["a"] * 3, "k": [1, 2, 3], "ms_per_token": [5.0, 4.0, 4.5]})
     grid = optimal_k_grid(np.linspace(0, 0.9, 4), [0.1, 0.5])
+    ci = size.drop(columns=["measured_q25", "measured_q75"]).assign(ci_low=[0.9, 1.2], ci_high=[1.3, 1.6], ladder=["x", "y"])
+    lines = plot_speedup_vs_size(ci, hue="ladder", seeds={"seed 003 Pythia": (1e5, 1.98)})
+    assert len(lines.axes[0].get_lines()) > 0 and any("seed 003" in t.get_text() for t in lines.axes[0].texts)
+    assert save_fig(lines, "size_ci", tmp_path)[0].stat().st_size > 0
     figs = {"size": plot_speedup_vs_size(size), "depth": plot_depth_latency(depth, 1.0, 0.5, 0.99),
             "pred": plot_predictors(pred, ["accuracy"], "alpha", hue="kind"), "sweep": plot_k_sweep(sweep, best=6.0),
             "heat": plot_k_heatmap(grid, pd.DataFrame({"alpha": [0.5], "c": [0.2], "label": ["x"]}))}

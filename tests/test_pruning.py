@@ -284,6 +284,9 @@ def test_prune_pairs_save_and_load_round_trip(tmp_path, monkeypatch):
     from specnb.pruning import count_parameters, load_pruned, prune_pairs, save_pruned
 
     monkeypatch.setattr(paths, "QUICK", tmp_path)  # quick profile in tests: artifacts go under QUICK
+    assert load_pruned() == {}
+    with pytest.raises(FileNotFoundError, match="run notebooks/03_depth_vs_width.ipynb first"):
+        load_pruned(required=True)
     target = tiny_model("llama", layers=4, hidden=64, heads=4, vocab_size=96, seed=3)
     calib = torch.randint(0, 96, (2, 16), generator=torch.Generator().manual_seed(0))
     tokens = np.random.default_rng(0).integers(0, 96, 4000)

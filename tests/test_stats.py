@@ -36,6 +36,8 @@ def test_paired_speedup_recovers_the_ratio_and_covers_it():
     assert noisy["ci_high"] - noisy["ci_low"] > s["ci_high"] - s["ci_low"]
     with pytest.raises(ValueError, match="not among"):
         paired_speedup(_runs(1.8), "slow", "base")
+    one = paired_speedup(_runs(1.8, n_prompts=1), "fast", "base")  # one prompt: a point, no interval
+    assert one["n_prompts"] == 1 and abs(one["speedup"] - 1.8) < 0.2 and np.isnan(one["ci_low"]) and np.isnan(one["ci_high"])
 
 
 def test_bootstrap_interval_has_its_nominal_coverage():

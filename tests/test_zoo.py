@@ -205,7 +205,7 @@ def test_build_orders_groups_and_only_selects():
     specs = zoo.zoo_specs()
     groups = zoo.training_groups(specs)
     assert [[s.name for s in g] for g in groups][0] == ["target"] and groups[-1][0].name == "d2-data"
-    assert len(groups) == 3 and {s.group for s in groups[1]} == {"width", "depth"}
+    assert len(groups) == 3 and {s.group for s in groups[1]} == {"width", "depth", "shallow"}
     assert all(s.teacher == "target" for s in groups[1])
     assert [s.name for s in zoo.training_groups(specs, "d2")[0]] == ["d2"]
     assert {s.name for s in zoo.training_groups(specs, "depth")[0]} == {"d1", "d2", "d4", "d8"}
@@ -301,7 +301,25 @@ def test_kind_of_names_every_zoo_model():
     assert {kinds[n] for n in zoo.WIDTH_LADDER} == {"width ladder"} and {kinds[n] for n in zoo.DEPTH_LADDER} == {"depth ladder"}
     assert zoo.kind_of("zoo/w0.1-step120") == "training snapshot"
     assert zoo.kind_of("depth-25%") == "pruned" and zoo.kind_of("width-25%+heal") == "pruned + healed"
-    assert set(zoo.WIDTH_LADDER + zoo.DEPTH_LADDER) <= set(kinds)  # the ladders name real specs
+    assert {kinds[n] for n in zoo.SHALLOW_LADDER if n != "d1"} == {"shallow ladder"}  # d1 is on both ladders
+    assert set(zoo.WIDTH_LADDER + zoo.DEPTH_LADDER + zoo.SHALLOW_LADDER) <= set(kinds)  # the ladders name real specs
+
+
+def test_every_distilled_draft_trains_on_the_same_tokens():
+    """A ladder compares sizes only if size is all that differs: every distilled draft's budget is
+    the group's 75 busy minutes (the width and depth ladders, one shared batch stream) or as many tokens."""
+    specs = {s.name: s for s in zoo.zoo_specs()}
+    for name in zoo.SHALLOW_LADDER + zoo.DEPTH_LADDER + zoo.WIDTH_LADDER:
+        s = specs[name]
+        assert s.teacher == "target" and s.budget_like is None, name
+        assert s.budget_tokens == zoo.MATCHED_TOKENS if s.budget_minutes is None else s.budget_minutes == 75, name
+    assert specs["d2"].budget_minutes == 75 and specs["d1"].budget_tokens == zoo.MATCHED_TOKENS
+    # what the 75-minute group bought, as recorded by the committed zoo
+    if (ROOT / "data" / "zoo" / "d2" / "training.json").exists():
+        assert json.loads((ROOT / "data" / "zoo" / "d2" / "training.json").read_text())["training_tokens"] == zoo.MATCHED_TOKENS
+    assert [specs[n].layers for n in zoo.SHALLOW_LADDER] == [1, 1, 1, 1]
+    widths = [specs[n].hidden for n in zoo.SHALLOW_LADDER]
+    assert widths == sorted(widths, reverse=True) and widths[0] == specs["target"].hidden  # up to the target's width
 
 
 COMMITTED = sorted(p.parent for p in (ROOT / "data" / "zoo").glob("*/config.json"))
@@ -425,3 +443,13 @@ def test_a_large_distillation_group_stays_compiled(monkeypatch):
     assert dynamo_config.accumulated_recompile_limit >= 160
     monkeypatch.setattr(dynamo_config, "recompile_limit", 100)
     assert zoo.allow_recompiles(2) == 100
+
+
+@pytest.mark.skipif(not (ROOT / "data" / "results" / "zoo_card.csv").exists(), reason="no committed zoo card")
+def test_committed_card_reads_the_latest_rows_and_the_shallow_ladder_improves_with_width():
+    card = zoo.read_card(list(zoo.SHALLOW_LADDER))
+    assert list(card.index) == list(zoo.SHALLOW_LADDER) and (card["training_tokens"] == zoo.MATCHED_TOKENS).all()
+    losses = card["test_loss"].tolist()  # widest first: the loss must rise down the ladder
+    assert losses == sorted(losses), dict(zip(card.index, losses))
+    with pytest.raises(KeyError, match="python -m specnb.zoo card"):
+        zoo.read_card(["no-such-model"])

@@ -4,6 +4,8 @@ overhead, ``specnb.generate.static``).
 - ``backend_step_latency(model, context, tokens, backend)``: median latency of one forward on a backend
 - ``benchmark_backends(target, drafts, prompts)``: step latencies, verify cost, compile seconds
   and interleaved decode tokens/s of every (backend, draft, k), with greedy identity checked
+- ``generate_runs(frame)``: its timed generations as (run, prompt, method) rows, for a speedup
+  paired by prompt with a prompt-level CI (``stats.paired_speedup``)
 - ``python -m specnb.bench.backends bench --target ... --draft ...``: the same from the shell,
   rows appended to data/results/fastpath.csv
 """
@@ -27,7 +29,7 @@ from ..results import append_rows, result_path
 from ..timing import benchmark_op, compare, environment
 from ..timing import step_latency as eager_step_latency
 
-__all__ = ["backend_step_latency", "benchmark_backends", "main"]
+__all__ = ["backend_step_latency", "benchmark_backends", "generate_runs", "main"]
 
 
 def backend_step_latency(model, *, context: int, tokens: int = 1, backend: str = "static", role: str = "target",
@@ -118,6 +120,18 @@ def _generate_rows(target, drafts, prompts, backends, ks, max_new_tokens: int, r
                              prompt=p, prompt_length=int(ids.shape[1]), max_new_tokens=max_new_tokens,
                              identical_to_eager=identical[row["method"]], config=row["method"]))
     return rows
+
+
+def generate_runs(frame: pd.DataFrame) -> pd.DataFrame:
+    """The "generate" rows of ``benchmark_backends`` as one row per (repeat, prompt, config): columns
+    run, prompt, method (the config, e.g. "compiled/speculative/d1/k=3"), decode_seconds and
+    decode_tokens (TTFT excluded), the shape ``stats.paired_speedup`` reads."""
+    g = frame[frame["measure"] == "generate"]
+    if g.empty:
+        raise ValueError("no generate rows: pass the frame benchmark_backends returned")
+    decode = g["seconds"] - g["ttft_seconds"]
+    return pd.DataFrame({"run": g["repeat"].astype(int), "prompt": g["prompt"].astype(int), "method": g["config"],
+                         "decode_seconds": decode, "decode_tokens": g["tokens_per_second"] * decode})
 
 
 def benchmark_backends(

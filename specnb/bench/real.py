@@ -143,7 +143,7 @@ def zoo_findings() -> dict[str, str]:
         c = corr[(corr.predictor == "accuracy") & (corr.method == "spearman") & (corr.outcome == "alpha_greedy")]
         if len(c):
             out["accuracy"] = f"Spearman {c.r.iloc[0]:+.2f} [{c.ci_low.iloc[0]:+.2f}, {c.ci_high.iloc[0]:+.2f}], n={int(c.n.iloc[0])}"
-    size = _read("size_speedup")
+    size = _read("size_headline")
     if size is not None and "measured_speedup" in size:
         best = size.groupby("draft")["measured_speedup"].max()
         out["smallest"] = f"best {best.idxmax()} ({best.max():.2f}x)"

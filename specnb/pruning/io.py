@@ -76,9 +76,13 @@ def save_pruned(models: dict, tokenizer=None) -> list:
     return out
 
 
-def load_pruned(**kwargs) -> dict:
+def load_pruned(*, required: bool = False, **kwargs) -> dict:
     """``{name: model}`` of every draft ``save_pruned`` left in ``paths.artifacts_dir()/pruned``
-    (empty if notebook 03 has not run in this profile). ``kwargs`` go to ``models.load_model``."""
+    (empty if notebook 03 has not run in this profile; ``required``: raise instead, naming the fix).
+    ``kwargs`` go to ``models.load_model``."""
     root = artifacts_dir() / "pruned"
     names = sorted(p.name for p in root.iterdir() if (p / "config.json").exists()) if root.exists() else []
+    if required and not names:
+        raise FileNotFoundError(f"no pruned drafts in {root}: run notebooks/03_depth_vs_width.ipynb first, in the same "
+                                "SPECNB_PROFILE (it prunes and heals them, then saves them there)")
     return {name: load_model(str(root / name), **kwargs) for name in names}

@@ -15,7 +15,7 @@ Modules, lowest first (each imports only modules above it in this list):
 - ``checkpoint``: checkpoints, loss logs, ``init_member`` (resume) and ``is_finished``.
 - ``export``: ``evaluate_lm`` (loss, accuracy, agreement), ``bf16_copy``, ``export_model``, snapshots.
 - ``train``: ``train_group`` (the training loop), ``build``, signals, the build lock, ``measure_speed``.
-- ``card``: the measured model card ``ZOO/README.md``.
+- ``card``: the measured model card ``ZOO/README.md``; ``read_card``: its committed table.
 - ``cli``: ``main``, the command line; ``__main__`` runs it.
 
 Every public name of those modules is re-exported here, so ``from specnb.zoo import X`` works for all of
@@ -23,7 +23,7 @@ them (and ``write_json``, which is ``specnb.atomic.write_json``).
 """
 
 from ..atomic import write_json
-from .card import card_rows, exported_models, write_model_card
+from .card import card_rows, exported_models, read_card, write_model_card
 from .checkpoint import (LOG_FIELDS, checkpoint_path, flush_log, init_member, is_finished, log_path, save_checkpoint,
                          trim_log, write_log)
 from .cli import build_parser, main
@@ -34,7 +34,7 @@ from ..corpus import (EOT, MAX_POSITIONS, SPLITS, STDLIB_SKIP_DIRS, VOCAB_SIZE, 
 from .export import bf16_copy, evaluate_lm, export_model, export_snapshots, member_info
 from .member import (Member, autocast_ctx, budget_progress, estimated_steps, lr_factor, make_optimizer, member_loss,
                      new_model, record_loss, scheduler_state, set_lr, teacher_targets, train_step)
-from .specs import (DEPTH_LADDER, MAX_FILE_BYTES, MAX_TOTAL_BYTES, WIDTH_LADDER, BudgetError, ModelSpec, TrainSettings,
+from .specs import (DEPTH_LADDER, MATCHED_TOKENS, MAX_FILE_BYTES, MAX_TOTAL_BYTES, SHALLOW_LADDER, WIDTH_LADDER, BudgetError, ModelSpec, TrainSettings,
                     budget_table, check_budget, spec_parameters, describe_budget, extend_budget, format_table, kind_of,
                     llama_config, shipped_models, training_groups, training_info, zoo_shaped_models, zoo_specs)
 from .stream import WindowStream
@@ -48,7 +48,7 @@ __all__ = [
     "train_tokenizer", "wrap_tokenizer", "load_corpus_tokenizer", "encode_split", "build_manifest", "cached_manifest",
     "prepare_corpus", "load_split", "write_json",
     # specs
-    "MAX_TOTAL_BYTES", "MAX_FILE_BYTES", "BudgetError", "ModelSpec", "TrainSettings", "zoo_specs", "zoo_shaped_models", "WIDTH_LADDER",
+    "MAX_TOTAL_BYTES", "MAX_FILE_BYTES", "BudgetError", "ModelSpec", "TrainSettings", "zoo_specs", "zoo_shaped_models", "WIDTH_LADDER", "SHALLOW_LADDER", "MATCHED_TOKENS",
     "DEPTH_LADDER", "kind_of", "training_info", "llama_config", "spec_parameters", "training_groups", "extend_budget",
     "shipped_models", "describe_budget", "budget_table", "format_table", "check_budget",
     # stream
@@ -65,7 +65,7 @@ __all__ = [
     "STOP", "request_stop", "install_signal_handlers", "resolve_budget", "load_teacher", "allow_recompiles",
     "group_by_step", "step_together", "train_group", "checkpoint_all", "build", "acquire_build_lock", "measure_speed",
     # card
-    "exported_models", "card_rows", "write_model_card",
+    "exported_models", "card_rows", "write_model_card", "read_card",
     # cli
     "main", "build_parser",
 ]

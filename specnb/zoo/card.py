@@ -5,6 +5,8 @@
   agreement with the target, and 1-token decode latency (``specnb.timing.step_latencies``), each
   row stamped with the environment it was measured in (``specnb.timing.environment``).
 - ``write_model_card``: the card's text and table from those rows, written atomically.
+- ``read_card(names)``: the committed card table (``data/results/zoo_card.csv``), the latest row
+  per model, in any profile (the quick one reads the committed zoo's card too).
 """
 
 from __future__ import annotations
@@ -17,7 +19,11 @@ import torch
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM
 
+import pandas as pd
+
 from ..atomic import write_text
+from ..paths import DATA
+from ..results import read_results
 from ..timing import environment, step_latencies
 from ..corpus import Layout, load_split
 from .export import evaluate_lm
@@ -111,3 +117,18 @@ def write_model_card(layout: Layout, rows: list[dict], split: str = "test") -> P
     path = layout.zoo / "README.md"
     write_text(path, "\n".join(lines) + "\n")
     return path
+
+
+def read_card(names=None) -> pd.DataFrame:
+    """The committed zoo's card table, one row per model (its latest), indexed by model; ``names``:
+    those models, in that order. Raises naming ``python -m specnb.zoo card`` when a model has no row."""
+    table = read_results(DATA / "results" / "zoo_card.csv")
+    if table.empty:
+        raise FileNotFoundError("data/results/zoo_card.csv is missing: run python -m specnb.zoo card")
+    table = table.drop_duplicates("model", keep="last").set_index("model")
+    if names is None:
+        return table
+    missing = [n for n in names if n not in table.index]
+    if missing:
+        raise KeyError(f"no card row for {missing}: run python -m specnb.zoo card after building them")
+    return table.loc[list(names)]

@@ -15,10 +15,13 @@ Models (see ``python -m specnb.zoo table`` for shapes, parameters and bf16 sizes
     at depth 12 that scales d_model, FFN and heads (``w0.7``, ``w0.5``, ``w0.25``, ``w0.1``, and
     ``p0.01`` with ~1% of the target's parameters); a depth ladder at about equal parameters
     (``d1``, ``d2``, ``d4``, ``d8``); ``d2-data`` (d2 trained on data alone); and snapshots of
-    ``w0.1`` along its distillation (``w0.1-stepK``). Drafts are distilled from the finished target
+    ``w0.1`` along its distillation (``w0.1-stepK``); a shallow ladder of one layer at widths 64, 128,
+    208 (``d1``) and 416 (``s64``, ``s128``, ``s416``), where a draft's latency is mostly its
+    embedding and head, so that the size curve reaches drafts that can pay on a CPU. Drafts are distilled from the finished target
     with ``0.5 * KL(target || draft) + 0.5 * CE`` (knowledge distillation, Hinton et al. 2015);
     all distilled drafts train as one group, so one target forward per batch serves them all.
-    The size budget (all weights <= 115 MB in bf16, no file > 95 MB) is checked before training.
+    Every distilled draft sees the same 1,368,064 tokens (334 steps of the same batches).
+    The size budget (all weights <= 120 MB in bf16, no file > 95 MB) is checked before training.
 """
 
 from __future__ import annotations
@@ -35,12 +38,16 @@ from .. import models
 from ..paths import ZOO
 from ..corpus import MAX_POSITIONS, VOCAB_SIZE
 
-MAX_TOTAL_BYTES = 115_000_000
+MAX_TOTAL_BYTES = 120_000_000
+#: the tokens every distilled draft trains on: 334 steps of 8 x 512, what the ladders' 75-minute group bought
+MATCHED_TOKENS = 1_368_064
 MAX_FILE_BYTES = 95_000_000
 
 #: the zoo's ladders, as notebooks 02-05 use them (largest first)
 WIDTH_LADDER = ("w0.7", "w0.5", "w0.25", "w0.1", "p0.01")
 DEPTH_LADDER = ("d1", "d2", "d4", "d8")
+#: one decoder layer at widths from ~64 to the target's: the drafts that can pay on a CPU (d1 is its 208 rung)
+SHALLOW_LADDER = ("s416", "d1", "s128", "s64")
 
 
 class BudgetError(ValueError):
@@ -134,18 +141,24 @@ def zoo_specs() -> list[ModelSpec]:
         ModelSpec("p0.01", 12, 32, 1, 64, "width", lr=3e-3, head_dim=32, **draft),
     ]
     depth = [
-        ModelSpec("d1", 1, 208, 4, 576, "depth", lr=3e-3, head_dim=52, **(draft | {"budget_minutes": 140})),
+        ModelSpec("d1", 1, 208, 4, 576, "depth", lr=3e-3, head_dim=52, **(draft | {"budget_minutes": None, "budget_tokens": MATCHED_TOKENS})),
         ModelSpec("d2", 2, 160, 4, 432, "depth", lr=3e-3, head_dim=40, **draft),
         ModelSpec("d4", 4, 128, 2, 352, "depth", lr=3e-3, head_dim=64, **draft),
         ModelSpec("d8", 8, 96, 2, 256, "depth", lr=3e-3, head_dim=48, **draft),
     ]
+    matched = dict(budget_tokens=MATCHED_TOKENS, teacher="target")
+    shallow = [
+        ModelSpec("s416", 1, 416, 8, 1024, "shallow", lr=3e-3, head_dim=52, **matched),
+        ModelSpec("s128", 1, 128, 4, 352, "shallow", lr=3e-3, head_dim=32, **matched),
+        ModelSpec("s64", 1, 64, 2, 176, "shallow", lr=3e-3, head_dim=32, **matched),
+    ]
     data_only = [replace(depth[1], name="d2-data", group="data", teacher=None, budget_minutes=None, budget_like="d2")]
-    return [target, *width, *depth, *data_only]
+    return [target, *width, *depth, *shallow, *data_only]
 
 
 def kind_of(name: str) -> str:
     """What a draft is, from its zoo (or ``pruning.pruned_name``) name: "target", "width ladder",
-    "depth ladder", "training snapshot", "data only", "pruned" or "other"."""
+    "depth ladder", "shallow ladder" (d1 counts as depth), "training snapshot", "data only", "pruned" or "other"."""
     name = name.removeprefix("zoo/")
     if name == "target":
         return "target"
@@ -159,6 +172,8 @@ def kind_of(name: str) -> str:
         return "width ladder"
     if name in DEPTH_LADDER:
         return "depth ladder"
+    if name in SHALLOW_LADDER:
+        return "shallow ladder"
     return "other"
 
 
