@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from .generate import assisted_generate, autoregressive_generate, judged_tokens, speculative_generate
 from .generate.theory import walltime_speedup
-from .stats import bootstrap_ci, distinct_ngram_ratio
+from .stats import distinct_ngram_ratio, pooled_alpha
 from .timing import compare, forward_share, over_prompts, step_latencies, summarize
 from .corpus import corpus_tokens, heldout_prompts, heldout_windows
 
@@ -163,7 +163,7 @@ def acceptance(target, drafts: dict, prompts: Sequence[torch.Tensor], *, k: int,
     every token before it in its block was accepted: the MLE of Leviathan et al.'s i.i.d. alpha,
     as ``GenerationResult.acceptance_rate``); tau = mean tokens per target verification
     (accepted + 1). Sampled runs (``do_sample``) use one seeded generator per draft.
-    ``alpha_low`` / ``alpha_high``: a 95% bootstrap CI that resamples prompts (nan below 2 prompts);
+    ``alpha_low`` / ``alpha_high``: ``stats.pooled_alpha``'s 95% CI over prompts (nan below 2 prompts);
     ``distinct4``: the mean distinct-4-gram ratio of the outputs (greedy: the target's own text).
     """
     if not drafts:
@@ -180,11 +180,9 @@ def acceptance(target, drafts: dict, prompts: Sequence[torch.Tensor], *, k: int,
             iters.append(len(out.accepted))
             d4.append(distinct_ngram_ratio(out.new_tokens.tolist(), 4))
         a, j, it = sum(acc), sum(judged), sum(iters)
-        low = high = float("nan")
-        if len(prompts) >= 2 and j:
-            _, low, high = bootstrap_ci([np.array(acc), np.array(judged)], lambda x, y: x.sum() / max(y.sum(), 1))
-        rows.append({"model": name, "k": k, "sampled": do_sample, "alpha": a / j if j else float("nan"), "alpha_low": low,
-                     "alpha_high": high, "tau": (a + it) / it if it else float("nan"), "judged": j, "iterations": it,
+        ci = pooled_alpha(pd.DataFrame({"method": name, "prompt": range(len(prompts)), "accepted": acc, "judged": judged}), name)
+        rows.append({"model": name, "k": k, "sampled": do_sample, "alpha": a / j if j else float("nan"), "alpha_low": ci["alpha_low"],
+                     "alpha_high": ci["alpha_high"], "tau": (a + it) / it if it else float("nan"), "judged": j, "iterations": it,
                      "prompts": len(prompts), "distinct4": float(np.nanmean(d4))})
     return pd.DataFrame(rows)
 

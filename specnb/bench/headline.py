@@ -87,6 +87,13 @@ def headline_runs(target, pairs: Mapping[str, tuple[object, int]], prompts: Sequ
     return frame.assign(sampled=do_sample, temperature=temperature if do_sample else 0.0)
 
 
+def _caveat(distinct4: float) -> str:
+    """The loop warning of a verdict row ("" when the text is language or unmeasured)."""
+    if math.isnan(distinct4) or distinct4 >= LOOP_DISTINCT4:
+        return ""
+    return f"the target's text loops (distinct-4 {distinct4:.2f} < {LOOP_DISTINCT4})"
+
+
 def _fmt(value: float, unit: str, digits: int) -> str:
     return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}{unit}"
 
@@ -169,9 +176,7 @@ def claim_row(claim: str, seed: str, stat: Mapping, threshold: float | tuple[flo
         judged = band_verdict(low, high, threshold)
     else:
         judged = verdict(low, high, threshold, higher_is_claim=higher_is_claim)
-    caveat = ""
-    if not math.isnan(distinct4) and distinct4 < LOOP_DISTINCT4:
-        caveat = f"the target's text loops (distinct-4 {distinct4:.2f} < {LOOP_DISTINCT4})"
+    caveat = _caveat(distinct4)
     return {"claim": claim, "seed": seed, "ours": (f"{what}: " if what else "") + _fmt(est, unit, digits),
             "95% CI": f"[{_fmt(low, unit, digits)}, {_fmt(high, unit, digits)}]", "n": n, "runs range": runs_range,
             "target distinct-4": _fmt(distinct4, "", 2), "verdict": judged, "caveat": caveat, "estimate": est, "ci_low": low,
@@ -206,9 +211,7 @@ def k_star_row(claim: str, seed: str, table: pd.DataFrame, band: tuple[int, int]
     best = table.loc[table["speedup"].idxmax()]
     if n is None and {"n_prompts", "n_runs"} <= set(table.columns):
         n = f"{int(best['n_prompts'])} prompts x {int(best['n_runs'])} runs"
-    caveat = ""
-    if not math.isnan(distinct4) and distinct4 < LOOP_DISTINCT4:
-        caveat = f"the target's text loops (distinct-4 {distinct4:.2f} < {LOOP_DISTINCT4})"
+    caveat = _caveat(distinct4)
     return {"claim": claim, "seed": seed, "ours": f"K* set {{{', '.join(map(str, ks))}}} (best k={int(best['k'])}, {best['speedup']:.2f}x)",
             "95% CI": f"[{best['ci_low']:.2f}x, {best['ci_high']:.2f}x] at k={int(best['k'])}", "n": n or "—", "runs range": "—",
             "target distinct-4": _fmt(distinct4, "", 2), "verdict": judged, "caveat": caveat, "estimate": float(best["k"]),
