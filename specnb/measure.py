@@ -10,10 +10,10 @@
 - ``corpus_tokens``: tokens of one split of the zoo corpus, rebuilt from the standard library.
 - ``draft_quality``: teacher-forced held-out loss, perplexity and accuracy of each draft, with two
   acceptance predictors against the target: top-1 agreement and E[sum_x min(p(x), q(x))].
-- ``acceptance``: alpha and tau of each draft with the target, pooled over prompts, greedy or
-  sampled.
+- ``acceptance``: alpha and tau of each draft with the target, pooled over prompts, greedy (replayed
+  on the target's own text by default) or sampled.
 - ``sps_vs_asg``: specnb's speculative decoding against Hugging Face assisted generation on the
-  same pairs and k, interleaved, with a profile of where each spends its time.
+  same pairs and k, interleaved, with a profile of where each spends its time (``forward_profile``).
 - ``correlate``: Pearson and Spearman coefficients with bootstrap confidence intervals.
 """
 
@@ -35,7 +35,7 @@ from .timing import compare, forward_share, over_prompts, step_latencies, summar
 from .corpus import corpus_tokens, heldout_prompts, heldout_windows
 
 __all__ = ["format_correlation", "heldout_prompts", "greedy_identity", "sampling_histograms", "total_variation", "pair_costs", "predict_speedup",
-           "corpus_tokens", "heldout_windows", "draft_quality", "acceptance", "sps_vs_asg", "correlate"]
+           "corpus_tokens", "heldout_windows", "draft_quality", "acceptance", "sps_vs_asg", "forward_profile", "correlate"]
 
 
 def greedy_identity(target, draft, prompts: Sequence[torch.Tensor], ks: Iterable[int], max_new_tokens: int,
@@ -156,7 +156,8 @@ def draft_quality(target, drafts: dict, tokens: np.ndarray, *, seq_len: int = 25
 
 
 def acceptance(target, drafts: dict, prompts: Sequence[torch.Tensor], *, k: int, new_tokens: int,
-               do_sample: bool = False, temperature: float = 1.0, seed: int = 0, progress: bool = True) -> pd.DataFrame:
+               do_sample: bool = False, temperature: float = 1.0, seed: int = 0, replay: bool = True,
+               progress: bool = True) -> pd.DataFrame:
     """alpha and tau of every draft against the target at draft length ``k``, one row per draft.
 
     alpha = accepted / judged draft tokens pooled over ``prompts`` (a draft token is judged when
@@ -165,25 +166,55 @@ def acceptance(target, drafts: dict, prompts: Sequence[torch.Tensor], *, k: int,
     (accepted + 1). Sampled runs (``do_sample``) use one seeded generator per draft.
     ``alpha_low`` / ``alpha_high``: ``stats.pooled_alpha``'s 95% CI over prompts (nan below 2 prompts);
     ``distinct4``: the mean distinct-4-gram ratio of the outputs (greedy: the target's own text).
+
+    Greedy with ``replay`` (the default): the target decodes each prompt once, and each draft's
+    iterations are replayed on its teacher-forced agreement with that text (``planner.runs.replay``),
+    which gives the accepted and proposed counts of ``speculative_generate`` exactly, with one
+    forward per draft and prompt instead of a decode. ``replay=False`` runs the loop itself.
     """
     if not drafts:
         raise ValueError("acceptance needs at least one draft: pass {name: model}")
-    rows = []
+    if not do_sample and replay:
+        return _replayed_acceptance(target, drafts, prompts, k=k, new_tokens=new_tokens, progress=progress)
+    counts = {}
     for name, draft in tqdm(drafts.items(), desc="acceptance", disable=not progress, leave=False):
         gen = torch.Generator(device=target.device).manual_seed(seed) if do_sample else None
-        acc, judged, iters, d4 = [], [], [], []
+        counts[name] = []
         for ids in prompts:
             out = speculative_generate(target, draft, ids, new_tokens, k=k, do_sample=do_sample,
                                        temperature=temperature, generator=gen)
-            acc.append(sum(out.accepted))
-            judged.append(judged_tokens(out.accepted, out.proposed))
-            iters.append(len(out.accepted))
-            d4.append(distinct_ngram_ratio(out.new_tokens.tolist(), 4))
+            counts[name].append((out.accepted, out.proposed, out.new_tokens.tolist()))
+    return _acceptance_rows(counts, k, do_sample, len(prompts))
+
+
+def _replayed_acceptance(target, drafts: dict, prompts, *, k: int, new_tokens: int, progress: bool) -> pd.DataFrame:
+    """Greedy ``acceptance`` by replay: one target decode per prompt, one draft forward per (draft, prompt)."""
+    from .planner.runs import match_mask, replay as replay_loop
+
+    counts = {name: [] for name in drafts}
+    for ids in tqdm(prompts, desc="acceptance (replayed)", disable=not progress, leave=False):
+        out = autoregressive_generate(target, ids, new_tokens)
+        for name, draft in drafts.items():
+            if not isinstance(draft, torch.nn.Module):
+                raise ValueError(f"draft {name!r} is not a model; replay needs one (pass replay=False for a draft source)")
+            run = replay_loop(match_mask(out.sequences, draft, ids.shape[1]), k, out.num_new_tokens)
+            counts[name].append((run["accepted"], run["proposed"], out.new_tokens.tolist()))
+    return _acceptance_rows(counts, k, False, len(prompts))
+
+
+def _acceptance_rows(counts: dict, k: int, sampled: bool, n_prompts: int) -> pd.DataFrame:
+    """One ``acceptance`` row per draft from {name: [(accepted, proposed, new tokens) per prompt]}."""
+    rows = []
+    for name, per_prompt in counts.items():
+        acc = [sum(a) for a, _, _ in per_prompt]
+        judged = [judged_tokens(a, p) for a, p, _ in per_prompt]
+        iters = [len(a) for a, _, _ in per_prompt]
+        d4 = [distinct_ngram_ratio(t, 4) for _, _, t in per_prompt]
         a, j, it = sum(acc), sum(judged), sum(iters)
-        ci = pooled_alpha(pd.DataFrame({"method": name, "prompt": range(len(prompts)), "accepted": acc, "judged": judged}), name)
-        rows.append({"model": name, "k": k, "sampled": do_sample, "alpha": a / j if j else float("nan"), "alpha_low": ci["alpha_low"],
+        ci = pooled_alpha(pd.DataFrame({"method": name, "prompt": range(len(acc)), "accepted": acc, "judged": judged}), name)
+        rows.append({"model": name, "k": k, "sampled": sampled, "alpha": a / j if j else float("nan"), "alpha_low": ci["alpha_low"],
                      "alpha_high": ci["alpha_high"], "tau": (a + it) / it if it else float("nan"), "judged": j, "iterations": it,
-                     "prompts": len(prompts), "distinct4": float(np.nanmean(d4))})
+                     "prompts": n_prompts, "distinct4": float(np.nanmean(d4))})
     return pd.DataFrame(rows)
 
 
@@ -207,7 +238,7 @@ def sps_vs_asg(target, pairs: dict, prompts: Sequence[torch.Tensor], *, new_toke
                                     prompts, k)
     runs = compare(methods, repeats=repeats, progress=progress, device=target.device)
     table = summarize(runs, baseline="target greedy").set_index("method")
-    rows, prof = [], []
+    rows = []
     for name, (draft, k) in pairs.items():
         for label, fn in impls.items():
             t = table.loc[f"{name} {label}"]
@@ -215,10 +246,23 @@ def sps_vs_asg(target, pairs: dict, prompts: Sequence[torch.Tensor], *, new_toke
                          "speedup_q25": t["ratio_q25"], "speedup_q75": t["ratio_q75"],
                          "tokens_per_second": t["tokens_per_second_median"], "acceptance_rate": t.get("acceptance_rate_median"),
                          "baseline_tokens_per_second": table.loc["target greedy", "tokens_per_second_median"], "repeats": repeats})
-            share = forward_share(lambda fn=fn, draft=draft, k=k: fn(target, draft, prompts[0], new_tokens, k=k),
+    return pd.DataFrame(rows), forward_profile(target, pairs, prompts[0], new_tokens=new_tokens)
+
+
+def forward_profile(target, pairs: dict, prompt: torch.Tensor, *, new_tokens: int) -> pd.DataFrame:
+    """Where one greedy call of SpS (``speculative_generate``) and of AsG (``assisted_generate``)
+    spends its time, for every ``{name: (draft, k)}`` on ``prompt``: one row per (draft,
+    implementation) of ``timing.forward_share`` (seconds inside the target's and the draft's
+    forwards and outside them, the loop, with the outside share)."""
+    if not pairs:
+        raise ValueError("forward_profile needs at least one pair: {name: (draft, k)}")
+    rows = []
+    for name, (draft, k) in pairs.items():
+        for label, fn in (("SpS", speculative_generate), ("AsG", assisted_generate)):
+            share = forward_share(lambda fn=fn, draft=draft, k=k: fn(target, draft, prompt, new_tokens, k=k),
                                   {"target": target, "draft": draft}, device=target.device)
-            prof.append({"draft": name, "implementation": label, "k": k, **share})
-    return pd.DataFrame(rows), pd.DataFrame(prof)
+            rows.append({"draft": name, "implementation": label, "k": k, **share})
+    return pd.DataFrame(rows)
 
 
 def correlate(frame: pd.DataFrame, predictors: Sequence[str], outcome: str, *, n_resamples: int = 2000,

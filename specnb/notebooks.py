@@ -39,7 +39,9 @@ def run_notebook(path: str | Path, timeout: int = 1800, kernel_name: str = "pyth
     """Execute ``path`` from a fresh kernel and overwrite it with its outputs. Returns seconds."""
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name, resources={"metadata": {"path": str(path.parent)}})
+    # coalesce_streams: a cell's stream outputs merged, progress-bar redraws (\r) reduced to their last state
+    client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name, coalesce_streams=True,
+                            resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
     client.execute()  # raises CellExecutionError on the first failing cell; the file is left untouched
     with atomic_path(path) as tmp:

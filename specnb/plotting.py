@@ -308,30 +308,36 @@ def plot_k_sweep(frame, *, y: str = "ms_per_token", pair: str = "draft", best: s
 
 
 def plot_planner_check(check, *, tolerance: float = 0.10):
-    """Predicted vs measured speedup for every (draft, k) of ``planner.validate``: the prediction
-    with its interval (vertical bar), the i.i.d.-alpha prediction as a cross, y = x and the
-    +-``tolerance`` band; k is written beside each point."""
+    """Predicted vs measured speedup for every (draft, k) of ``planner.validate`` / ``validate_runs``:
+    the prediction with its interval (vertical bar), the measurement's prompt-level CI where it has
+    one (horizontal bar), the i.i.d.-alpha prediction as a cross, y = x and the +-``tolerance``
+    band; k is written beside each point."""
     import numpy as np
 
     rows = check[check["predicted_speedup"].notna()]
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
-    lo = min(rows["measured_speedup"].min(), rows["predicted_lo"].min(), rows["predicted_speedup_iid"].min()) * 0.95
-    hi = max(rows["measured_speedup"].max(), rows["predicted_hi"].max(), rows["predicted_speedup_iid"].max()) * 1.05
+    lo = np.nanmin([rows["measured_speedup"].min(), rows.get("measured_ci_low", rows["measured_speedup"]).min(),
+                    rows["predicted_lo"].min(), rows["predicted_speedup_iid"].min()]) * 0.95
+    hi = np.nanmax([rows["measured_speedup"].max(), rows.get("measured_ci_high", rows["measured_speedup"]).max(),
+                    rows["predicted_hi"].max(), rows["predicted_speedup_iid"].max()]) * 1.05
     xs = np.linspace(lo, hi, 2)
     ax.fill_between(xs, xs * (1 - tolerance), xs * (1 + tolerance), color="grey", alpha=0.15, lw=0,
                     label=f"within {tolerance:.0%}")
     ax.plot(xs, xs, color="grey", lw=0.8)
     for (draft, g), color in zip(rows.groupby("draft", sort=False), sns.color_palette()):
+        xerr = None
+        if {"measured_ci_low", "measured_ci_high"} <= set(g.columns) and g["measured_ci_low"].notna().all():
+            xerr = [g["measured_speedup"] - g["measured_ci_low"], g["measured_ci_high"] - g["measured_speedup"]]
         ax.errorbar(g["measured_speedup"], g["predicted_speedup"], fmt="o", ms=5, color=color, capsize=2, lw=1,
                     yerr=[g["predicted_speedup"] - g["predicted_lo"], g["predicted_hi"] - g["predicted_speedup"]],
-                    label=draft)
+                    xerr=xerr, label=draft)
         ax.plot(g["measured_speedup"], g["predicted_speedup_iid"], "x", color=color, ms=5, alpha=0.7)
         for _, r in g.iterrows():
             ax.annotate(f"k={int(r['k'])}", (r["measured_speedup"], r["predicted_speedup"]), textcoords="offset points",
                         xytext=(4, -9), fontsize=7, color=color)
     ax.plot([], [], "x", color="black", label="i.i.d. alpha (Leviathan Eq. 1)")
-    ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel="measured speedup (held-out prompts)",
-           ylabel="predicted speedup (bar: prediction interval)", title="The planner: predicted vs measured, every (draft, k)")
+    ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel="measured speedup, held-out prompts (bar: 95% CI)",
+           ylabel="predicted speedup (bar: 90% prediction interval)", title="The planner: predicted vs measured, every (draft, k)")
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     return fig

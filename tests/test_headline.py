@@ -31,6 +31,24 @@ def test_headline_runs_are_the_targets_greedy_output_and_pair_by_prompt(pair):
     assert s["n_prompts"] == 3 and s["n_runs"] == 2 and s["ci_low"] <= s["speedup"] <= s["ci_high"]
 
 
+def test_implementation_table_pairs_two_implementations_in_one_run(pair):
+    from specnb.bench.headline import implementation_table
+    from specnb.generate import assisted_generate
+
+    target, draft = pair
+    ps = prompts(3, vocab=50)
+    runs = headline_runs(target, {"d k=2": (draft, 2)}, ps, runs=2, max_new_tokens=9, progress=False,
+                         **{"HF assisted d": lambda p: assisted_generate(target, draft, p, 9, k=2)})
+    table = implementation_table(runs, {"d": (2, "d k=2", "HF assisted d")}).set_index("implementation")
+    assert list(table.index) == ["SpS", "AsG", "SpS / AsG"] and (table["k"] == 2).all()
+    ratio = paired_speedup(runs, "d k=2", "HF assisted d")
+    assert table.loc["SpS / AsG", "speedup"] == pytest.approx(ratio["speedup"]) and table.loc["SpS / AsG", "ci_low"] == pytest.approx(ratio["ci_low"])
+    assert table.loc["SpS", "speedup"] == pytest.approx(paired_speedup(runs, "d k=2", "autoregressive")["speedup"])
+    assert 0 <= table.loc["SpS", "acceptance_rate"] <= 1 and math.isnan(table.loc["SpS / AsG", "acceptance_rate"])
+    with pytest.raises(ValueError, match="not among the measured methods"):
+        implementation_table(runs, {"d": (2, "d k=3", "HF assisted d")})
+
+
 def test_sampled_headline_draws_per_method_and_is_flagged(pair):
     target, draft = pair
     ps = prompts(2, vocab=50)

@@ -180,7 +180,8 @@ def test_notebook_runner_executes_in_place(tmp_path):
 
     from specnb.notebooks import find_notebooks, run_notebook
 
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import os\nprint(os.getcwd())")])
+    bar = "import sys\nfor i in range(3):\n    print(f'\\rstep {i}', end='', file=sys.stderr, flush=True)\nprint(file=sys.stderr)"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import os\nprint(os.getcwd())"), nbformat.v4.new_code_cell(bar)])
     path = tmp_path / "00_demo.ipynb"
     nbformat.write(nb, path)
     assert find_notebooks([tmp_path]) == [path]
@@ -188,6 +189,7 @@ def test_notebook_runner_executes_in_place(tmp_path):
     done = nbformat.read(path, as_version=4)
     assert done.cells[0].execution_count == 1
     assert done.cells[0].outputs[0]["text"].strip() == str(tmp_path)  # runs in the notebook's folder
+    assert [o["text"] for o in done.cells[1].outputs] == ["step 2\n"]  # a progress bar is stored as its last state
 
 
 # ---------------------------------------------------------------- packaging

@@ -2,6 +2,7 @@
 
 import pytest
 import numpy as np
+import pandas as pd
 import torch
 
 from specnb.generate import speculative_generate
@@ -182,6 +183,12 @@ def test_acceptance_pools_alpha_and_tau(pair):
     assert out.loc["copy", "alpha_low"] == out.loc["copy", "alpha_high"] == 1.0 and (out["prompts"] == 2).all()
     from specnb.stats import distinct_ngram_ratio
     assert out.loc["perturbed", "distinct4"] == pytest.approx(np.mean([distinct_ngram_ratio(r.new_tokens.tolist()) for r in runs]))
+    # the greedy replay (default) gives the loop's own counts, draft by draft
+    looped = acceptance(t, {"copy": t, "perturbed": d}, ps, k=3, new_tokens=20, replay=False, progress=False).set_index("model")
+    pd.testing.assert_frame_equal(out, looped)
+    from specnb.generate import PromptLookupDraft
+    with pytest.raises(ValueError, match="replay=False"):
+        acceptance(t, {"lookup": PromptLookupDraft()}, ps, k=3, new_tokens=5, progress=False)
     sampled = acceptance(t, {"perturbed": d}, ps, k=3, new_tokens=20, do_sample=True, seed=1, progress=False)
     again = acceptance(t, {"perturbed": d}, ps, k=3, new_tokens=20, do_sample=True, seed=1, progress=False)
     assert sampled.equals(again) and 0 <= sampled["alpha"].iloc[0] <= 1
@@ -233,6 +240,21 @@ def test_new_plots_render(tmp_path):
     assert len(figs["pred"].axes) == 1
 
 
+def test_planner_check_plot_draws_the_measurements_ci_when_it_has_one(tmp_path):
+    import pandas as pd
+
+    from specnb.plotting import plot_planner_check, save_fig
+
+    check = pd.DataFrame({"draft": ["a", "a"], "k": [1, 2], "measured_speedup": [1.0, 1.2], "predicted_speedup": [1.1, 1.25],
+                          "predicted_lo": [0.9, 1.0], "predicted_hi": [1.3, 1.4], "predicted_speedup_iid": [1.2, 1.3]})
+    bare = plot_planner_check(check)
+    with_ci = plot_planner_check(check.assign(measured_ci_low=[0.8, 1.1], measured_ci_high=[1.5, 1.3]))
+    segments = lambda fig: sum(len(c.get_segments()) for c in fig.axes[0].collections if hasattr(c, "get_segments"))
+    assert segments(with_ci) == segments(bare) + 2  # one horizontal bar per measured pair
+    assert with_ci.axes[0].get_xlim()[1] >= 1.5 * 1.05 - 1e-9  # the axes hold the widest CI
+    assert save_fig(with_ci, "planner_check", tmp_path)[0].stat().st_size > 0
+
+
 def test_sps_vs_asg_rows_and_profile(pair):
     from specnb.measure import sps_vs_asg
 
@@ -245,6 +267,11 @@ def test_sps_vs_asg_rows_and_profile(pair):
     assert (prof["outside_s"] + prof["target_forward_s"] + prof["draft_forward_s"] - prof["total_s"]).abs().max() < 1e-6
     with pytest.raises(ValueError, match="at least one pair"):
         sps_vs_asg(t, {}, [torch.tensor([[1]])], new_tokens=4)
+    from specnb.measure import forward_profile
+    alone = forward_profile(t, {"perturbed": (d, 3)}, torch.tensor([[1, 2, 3]]), new_tokens=12)
+    assert list(alone["implementation"]) == ["SpS", "AsG"] and (alone["draft_forward_s"] > 0).all()
+    with pytest.raises(ValueError, match="at least one pair"):
+        forward_profile(t, {}, torch.tensor([[1]]), new_tokens=4)
 
 
 def test_format_correlation_reads_one_row_and_rejects_missing_ones():

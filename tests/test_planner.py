@@ -206,6 +206,34 @@ def test_validate_columns_and_bookkeeping(models, plan):
     assert len(rec) == 1 and rec["recommended"].all() and rec["k"].iloc[0] == best["k"]
 
 
+def test_validate_runs_from_headline_rows(models, plan):
+    from specnb.bench.headline import headline_runs
+    from specnb.stats import paired_speedup
+
+    target, drafts = models
+    runs = headline_runs(target, {"copy k=2": (drafts["copy"], 2), "random k=1": (drafts["random"], 1)}, PROMPTS, runs=2,
+                         max_new_tokens=N_NEW, progress=False,
+                         **{"random heuristic": lambda p: speculative_generate(target, drafts["random"], p, N_NEW, k=HeuristicK(start=2))})
+    methods = {"copy k=2": ("copy", 2), "random k=1": ("random", 1), "random heuristic": ("random", "heuristic")}
+    table = planner.validate_runs(plan, runs, methods)
+    assert list(table.columns) == planner.VALIDATION_COLUMNS and list(table["method"]) == list(methods)
+    for row in table.itertuples():  # the measurement is the paired, prompt-level one, with its CI
+        s = paired_speedup(runs, row.method, "autoregressive")
+        assert row.measured_speedup == pytest.approx(s["speedup"]) and row.measured_ci_low == pytest.approx(s["ci_low"])
+        assert row.repeats == 2 and row.n_prompts == len(PROMPTS) and math.isnan(row.measured_q25)
+    copy_row = table.iloc[0]
+    assert copy_row["measured_acceptance_rate"] == 1.0 and copy_row["measured_tokens_per_iteration"] == 3.0
+    assert copy_row["predicted_speedup"] == plan.set_index(["draft", "k"]).loc[("copy", 2), "predicted_speedup"]
+    assert copy_row["error"] == pytest.approx(copy_row["predicted_speedup"] / copy_row["measured_speedup"] - 1)
+    assert math.isnan(table["predicted_speedup"].iloc[2])
+    with pytest.raises(ValueError, match="not in runs"):
+        planner.validate_runs(plan, runs, {"copy k=3": ("copy", 3)})
+    with pytest.raises(ValueError, match="plan lacks"):
+        planner.validate_runs(plan, runs.replace({"method": {"copy k=2": "copy k=9"}}), {"copy k=9": ("copy", 9)})
+    with pytest.raises(ValueError, match="lacks columns"):
+        planner.validate_runs(plan, runs.drop(columns=["judged"]), methods)
+
+
 def test_adaptive_schedule_from_plan(models, plan):
     target, drafts = models
     schedule = planner.adaptive_schedule(plan, "random")

@@ -385,10 +385,12 @@ def test_card_of_another_zoo_leaves_the_committed_results_alone(prepared, corpus
         zoo.train_group([tiny_spec("target")], layout, tiny_settings())
     committed = result_path("zoo_card")
     before = committed.read_bytes() if committed.exists() else None
+    (layout.zoo / "zoo_card.csv").write_text("model,test_loss\nretired-draft,1.0\n")  # a model this zoo no longer holds
     assert zoo.main(["card", "--corpus", str(corpus_dir), "--zoo", str(layout.zoo)]) == 0
     assert (committed.read_bytes() if committed.exists() else None) == before
     rows = list(csv.DictReader((layout.zoo / "zoo_card.csv").open()))
     assert rows[0]["model"] == "target" and float(rows[0]["top1_agreement_with_target"]) == 1.0
+    assert "retired-draft" not in {r["model"] for r in rows}  # the card is the zoo as exported now
     assert "| target |" in (layout.zoo / "README.md").read_text()
     with pytest.raises(SystemExit, match="move that folder aside"):  # an exported model is finished: --budget-minutes refuses
         zoo.main(["build", "--only", "target", "--budget-minutes", "5", "--corpus", str(corpus_dir), "--zoo", str(layout.zoo)])
@@ -453,3 +455,7 @@ def test_committed_card_reads_the_latest_rows_and_the_shallow_ladder_improves_wi
     assert losses == sorted(losses), dict(zip(card.index, losses))
     with pytest.raises(KeyError, match="python -m specnb.zoo card"):
         zoo.read_card(["no-such-model"])
+    listed = {
+        r["model"] for r in csv.DictReader((ROOT / "data" / "results" / "zoo_card.csv").open())}
+    exported = {p.parent.name for p in (ROOT / "data" / "zoo").glob("*/config.json")}
+    assert listed == exported, f"card rows without a model: {sorted(listed - exported)}; models without a row: {sorted(exported - listed)}"

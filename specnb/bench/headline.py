@@ -25,6 +25,9 @@ when a ratio was measured on looping text.
 - ``k_star_row(claim, seed, table, band)``: the K* of a k sweep as the set of k whose CI overlaps the
   best's (``stats.k_star_set``): "held" when the set lies inside the seed's band, "not held" when
   it misses it, "inconclusive" when it straddles.
+- ``implementation_table(runs, methods, baseline)``: SpS vs AsG (or any two implementations) on
+  the same pairs, from one run: each implementation's speedup over ``baseline`` and their ratio,
+  each with its prompt-level CI.
 - ``verdict_frame(rows)``: the rows as a table, in the column order every notebook shows.
 """
 
@@ -39,11 +42,11 @@ import pandas as pd
 import torch
 
 from ..generate import autoregressive_generate, speculative_generate
-from ..stats import bootstrap_ci, k_star_set, verdict
+from ..stats import bootstrap_ci, k_star_set, paired_speedup, pooled_alpha, verdict
 from .peers import Decoder, interleaved_runs
 
 __all__ = ["pair_methods", "headline_runs", "claim_row", "band_verdict", "prediction_stat", "round_ratio", "fit_line", "share_stat", "median_stat",
-           "k_star_row", "verdict_frame", "LOOP_DISTINCT4", "VERDICT_COLUMNS"]
+           "k_star_row", "implementation_table", "verdict_frame", "LOOP_DISTINCT4", "VERDICT_COLUMNS"]
 
 #: below this distinct-4 ratio the target's text is a loop, and an alpha on it says little
 LOOP_DISTINCT4 = 0.5
@@ -85,6 +88,24 @@ def headline_runs(target, pairs: Mapping[str, tuple[object, int]], prompts: Sequ
         raise ValueError(f"decoder names {sorted(clash)} are already pair labels; rename them")
     frame = interleaved_runs({**methods, **decoders}, prompts, runs=runs, reference="autoregressive", label=label, progress=progress)
     return frame.assign(sampled=do_sample, temperature=temperature if do_sample else 0.0)
+
+
+def implementation_table(runs: pd.DataFrame, methods: Mapping[str, tuple[int, str, str]], *,
+                         baseline: str = "autoregressive", names: tuple[str, str] = ("SpS", "AsG")) -> pd.DataFrame:
+    """Two implementations of the same (draft, k), measured in one run: ``methods`` maps a draft
+    name to (k, method label of the first, method label of the second). Long format, one row per
+    (draft, implementation): each one's speedup over ``baseline`` and, as implementation
+    "A / B", the first over the second (``stats.paired_speedup``, CI over prompts), with alpha."""
+    rows = []
+    for draft, (k, first, second) in methods.items():
+        for impl, method, base in ((names[0], first, baseline), (names[1], second, baseline),
+                                   (f"{names[0]} / {names[1]}", first, second)):
+            s = paired_speedup(runs, method, base)
+            alpha = pooled_alpha(runs, method)["alpha"] if base == baseline else float("nan")
+            rows.append({"draft": draft, "implementation": impl, "k": k, "method": method, "baseline": base,
+                         **{c: s[c] for c in ("speedup", "ci_low", "ci_high", "n_prompts", "n_runs", "run_min", "run_max")},
+                         "acceptance_rate": alpha})
+    return pd.DataFrame(rows)
 
 
 def _caveat(distinct4: float) -> str:

@@ -7,7 +7,8 @@ prompts the calibration never saw.
 - ``costs``: timed calibration runs; alpha and the draft, verify and loop costs per k.
 - ``predict``: the extended Thm 3.8 prediction (theory in its docstring), ``calibrate``,
   ``recommend``, ``run_recommended``, ``adaptive_schedule``, ``optimal_k_grid``.
-- ``validation``: ``validate`` (predicted vs measured, interleaved) and ``report``.
+- ``validation``: ``validate`` (predicted vs measured, interleaved), ``validate_runs`` (the same from
+  per-prompt runs measured elsewhere, with prompt-level CIs) and ``report``.
 - ``runs``: greedy acceptance replayed from where the draft agrees with the target
   (``match_mask``, ``replay``; a prompt-lookup source: ``replay_source``): exact per k, no i.i.d. alpha.
 - ``forecast``: each prompt's replayed iterations priced at the measured costs, summed over
@@ -37,14 +38,14 @@ from .predict import (
 )
 from .forecast import forecast
 from .runs import match_mask, replay, replay_features, replay_source, tokens_per_iteration
-from .validation import VALIDATION_COLUMNS, report, validate
+from .validation import VALIDATION_COLUMNS, report, validate, validate_runs
 
 __all__ = [
     "predicted_speedup",
     "calibrate",
     "recommend",
     "run_recommended",
-    "validate",
+    "validate", "validate_runs",
     "report",
     "optimal_k_grid",
     "adaptive_schedule",

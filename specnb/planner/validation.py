@@ -1,7 +1,9 @@
 """Checking the planner's prediction: ``validate`` measures (draft, k) pairs against target-only
 decoding in interleaved, rotated runs (``timing.compare``) and sets the measured speedup beside
-the plan's; ``report`` prints the comparison. The prediction is the steady-state decode speedup,
-so validate with enough new tokens (>= 32).
+the plan's; ``validate_runs`` does the same from per-prompt runs measured elsewhere (e.g.
+``bench.headline.headline_runs``), with the measurement's prompt-level 95% CI; ``report`` prints
+the comparison. The prediction is the steady-state decode speedup, so validate with enough new
+tokens (>= 32).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 from ..generate import autoregressive_generate, speculative_generate
 from ..generate.checks import validate as check_inputs
 from ..generate.schedules import is_schedule
+from ..stats import paired_speedup, pooled_alpha
 from ..timing import PooledResult, compare, summarize
 from .checks import check_drafts, check_new_tokens, check_plan, check_prompts
 from .predict import recommend
@@ -24,7 +27,7 @@ VALIDATION_COLUMNS = [
     "measured_q25", "measured_q75", "error", "covered", "predicted_speedup_iid", "error_iid", "speedup_thm38",
     "error_thm38", "alpha", "measured_acceptance_rate", "predicted_tokens_per_iteration",
     "measured_tokens_per_iteration", "predicted_tokens_per_second", "measured_tokens_per_second",
-    "baseline_tokens_per_second", "n_prompts", "repeats",
+    "baseline_tokens_per_second", "n_prompts", "repeats", "measured_ci_low", "measured_ci_high",
 ]
 
 
@@ -157,8 +160,53 @@ def _validation_rows(plan, meta, table, per_iter, base_tps, n_prompts) -> list[d
             "predicted_tokens_per_second": float(row["predicted_tokens_per_second"]) if row is not None else float("nan"),
             "measured_tokens_per_second": float(table.loc[name, "tokens_per_second_median"]),
             "baseline_tokens_per_second": float(base_tps), "n_prompts": n_prompts, "repeats": int(table.loc[name, "repeats"]),
+            "measured_ci_low": float("nan"), "measured_ci_high": float("nan"),
         })
     return rows
+
+
+def validate_runs(plan: pd.DataFrame, runs: pd.DataFrame, methods: Mapping[str, tuple[str, object]], *,
+                  baseline: str = "autoregressive") -> pd.DataFrame:
+    """``validate``'s table from runs already measured: one row per (run, prompt, method) with
+    columns run, prompt, method, decode_tokens, decode_seconds, accepted, judged and iterations
+    (``bench.headline.headline_runs``). ``methods`` maps a method label of ``runs`` to (draft, k)
+    of the plan, or to (draft, schedule label) for a method the plan does not predict.
+
+    measured_speedup is ``stats.paired_speedup`` against ``baseline`` (decode tokens over decode
+    seconds, pooled, as ``validate``'s), with its prompt-level 95% CI in measured_ci_low /
+    measured_ci_high; measured_q25 / measured_q75 (a spread over repeats) are NaN; repeats is
+    the number of runs."""
+    check_plan(plan)
+    missing = [c for c in ("run", "prompt", "method", "decode_tokens", "decode_seconds", "accepted", "judged", "iterations")
+               if c not in runs.columns]
+    if missing:
+        raise ValueError(f"runs lacks columns {missing}; pass the rows of bench.headline.headline_runs")
+    measured = set(runs["method"])
+    absent = sorted(set(methods) - measured) + ([baseline] if baseline not in measured else [])
+    if absent:
+        raise ValueError(f"methods {absent} are not in runs (measured: {sorted(measured)})")
+    known = {(str(d), int(k)) for d, k in zip(plan["draft"], plan["k"])}
+    unpredicted = [m for m, (d, k) in methods.items() if isinstance(k, int) and (str(d), k) not in known]
+    if unpredicted:
+        raise ValueError(f"methods {unpredicted} name (draft, k) pairs the plan lacks; calibrate them first")
+    per_method = runs.groupby("method")
+    base = per_method.get_group(baseline)
+    base_tps = base["decode_tokens"].sum() / base["decode_seconds"].sum()
+    table, per_iter = {}, {}
+    for name in methods:
+        s = paired_speedup(runs, name, baseline)
+        g = per_method.get_group(name)
+        iters = g["iterations"].sum()
+        table[name] = {"ratio_vs_target": s["speedup"], "ratio_q25": float("nan"), "ratio_q75": float("nan"),
+                       "acceptance_rate_median": pooled_alpha(runs, name)["alpha"], "repeats": s["n_runs"],
+                       "tokens_per_second_median": g["decode_tokens"].sum() / g["decode_seconds"].sum(),
+                       "ci_low": s["ci_low"], "ci_high": s["ci_high"]}
+        per_iter[name] = (g["accepted"].sum() + iters) / iters if iters else float("nan")
+    frame = pd.DataFrame(table).T
+    rows = _validation_rows(plan, dict(methods), frame, pd.Series(per_iter), base_tps, int(base["prompt"].nunique()))
+    for row in rows:
+        row["measured_ci_low"], row["measured_ci_high"] = float(frame.loc[row["method"], "ci_low"]), float(frame.loc[row["method"], "ci_high"])
+    return pd.DataFrame(rows, columns=VALIDATION_COLUMNS)
 
 
 def report(validation: pd.DataFrame, tolerance: float = 0.10) -> str:

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
+
+import pandas as pd
 from dataclasses import replace
 
 from ..paths import ZOO
-from ..results import append_rows, result_path
+from ..results import result_path, write_atomic
 from .card import card_rows, write_model_card
 from .checkpoint import is_finished
 from ..corpus import make_layout, prepare_corpus
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[zoo] model card: {write_model_card(layout, rows)}")
         # the committed zoo's table lives with the other results; another zoo's stays inside it
         table = result_path("zoo_card") if layout.zoo == ZOO else layout.zoo / "zoo_card.csv"
-        append_rows(table, rows, key=["model"])  # rows carry their environment stamp
+        write_atomic(pd.DataFrame(rows), table)  # the zoo as exported now, each row stamped; no model it no longer holds
         print(f"[zoo] card table: {table}")
     elif args.command == "corpus":
         manifest = prepare_corpus(layout)
