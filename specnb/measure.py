@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from .generate import assisted_generate, autoregressive_generate, judged_tokens, speculative_generate
 from .generate.theory import walltime_speedup
+from .planner.runs import match_mask, replay as replay_loop
 from .stats import distinct_ngram_ratio, pooled_alpha
 from .timing import compare, forward_share, over_prompts, step_latencies, summarize
 from .corpus import corpus_tokens, heldout_prompts, heldout_windows
@@ -189,8 +190,6 @@ def acceptance(target, drafts: dict, prompts: Sequence[torch.Tensor], *, k: int,
 
 def _replayed_acceptance(target, drafts: dict, prompts, *, k: int, new_tokens: int, progress: bool) -> pd.DataFrame:
     """Greedy ``acceptance`` by replay: one target decode per prompt, one draft forward per (draft, prompt)."""
-    from .planner.runs import match_mask, replay as replay_loop
-
     counts = {name: [] for name in drafts}
     for ids in tqdm(prompts, desc="acceptance (replayed)", disable=not progress, leave=False):
         out = autoregressive_generate(target, ids, new_tokens)

@@ -455,7 +455,6 @@ def test_committed_card_reads_the_latest_rows_and_the_shallow_ladder_improves_wi
     assert losses == sorted(losses), dict(zip(card.index, losses))
     with pytest.raises(KeyError, match="python -m specnb.zoo card"):
         zoo.read_card(["no-such-model"])
-    listed = {
-        r["model"] for r in csv.DictReader((ROOT / "data" / "results" / "zoo_card.csv").open())}
+    listed = {r["model"] for r in csv.DictReader((ROOT / "data" / "results" / "zoo_card.csv").open())}
     exported = {p.parent.name for p in (ROOT / "data" / "zoo").glob("*/config.json")}
     assert listed == exported, f"card rows without a model: {sorted(listed - exported)}; models without a row: {sorted(exported - listed)}"

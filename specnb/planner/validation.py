@@ -160,7 +160,8 @@ def _validation_rows(plan, meta, table, per_iter, base_tps, n_prompts) -> list[d
             "predicted_tokens_per_second": float(row["predicted_tokens_per_second"]) if row is not None else float("nan"),
             "measured_tokens_per_second": float(table.loc[name, "tokens_per_second_median"]),
             "baseline_tokens_per_second": float(base_tps), "n_prompts": n_prompts, "repeats": int(table.loc[name, "repeats"]),
-            "measured_ci_low": float("nan"), "measured_ci_high": float("nan"),
+            "measured_ci_low": float(table.loc[name, "ci_low"]) if "ci_low" in table.columns else float("nan"),
+            "measured_ci_high": float(table.loc[name, "ci_high"]) if "ci_high" in table.columns else float("nan"),
         })
     return rows
 
@@ -204,8 +205,6 @@ def validate_runs(plan: pd.DataFrame, runs: pd.DataFrame, methods: Mapping[str, 
         per_iter[name] = (g["accepted"].sum() + iters) / iters if iters else float("nan")
     frame = pd.DataFrame(table).T
     rows = _validation_rows(plan, dict(methods), frame, pd.Series(per_iter), base_tps, int(base["prompt"].nunique()))
-    for row in rows:
-        row["measured_ci_low"], row["measured_ci_high"] = float(frame.loc[row["method"], "ci_low"]), float(frame.loc[row["method"], "ci_high"])
     return pd.DataFrame(rows, columns=VALIDATION_COLUMNS)
 
 

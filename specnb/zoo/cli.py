@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 
 import pandas as pd
-from dataclasses import replace
 
 from ..paths import ZOO
 from ..results import result_path, write_atomic
