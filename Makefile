@@ -3,7 +3,7 @@
 #   make test        pytest + nbval over the notebooks (quick profile)
 # Both install the locked stack (requirements.lock) into .venv. Other targets:
 #   make test-fast     the unit tests without the slow ones (under a minute)
-#   make test-latest   the unit tests on the newest releases pyproject.toml allows (.venv-latest)
+#   make test-latest   the fast unit tests on the newest releases pyproject.toml allows (.venv-latest)
 #   make lock          recompile requirements.lock (a deliberate step: see requirements.in)
 #
 # torch: without an NVIDIA GPU (no nvidia-smi), torch is the CPU build: pip is pointed at
@@ -57,7 +57,8 @@ reproduce: venv
 
 # The newest releases pyproject.toml allows, in a fresh .venv-latest: every package but torch,
 # which stays at the locked CPU build where there is no GPU (PyPI's newest is a multi-GB CUDA
-# build); LATEST_TORCH=1 upgrades it too. Prints the versions, then runs the unit tests.
+# build); LATEST_TORCH=1 upgrades it too. Prints the versions, then runs the unit tests but the slow
+# ones (those run on the locked stack in `make test`; LATEST_SLOW=1 runs them here too).
 test-latest:
 	rm -rf $(LATEST)
 	$(PYTHON) -m venv $(LATEST)
@@ -66,7 +67,7 @@ test-latest:
 	$(LATEST)/bin/python -m pip install --quiet --upgrade gguf
 	$(LATEST)/bin/python -m pip install --quiet --no-deps -r $(NODEPS)
 	$(LATEST)/bin/python -m specnb.stack --against $(LOCK)
-	SPECNB_PROFILE=quick $(LATEST)/bin/python -m pytest -q tests
+	SPECNB_PROFILE=quick $(LATEST)/bin/python -m pytest -q $(if $(LATEST_SLOW),,-m "not slow") tests
 
 # Recompile the lock for Linux x86_64, CPython 3.11. torch resolves to its CPU build (from the
 # find-links pip is configured with, else PyPI's CPU index); the +cpu label is dropped, so the

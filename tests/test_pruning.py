@@ -296,6 +296,7 @@ def test_prune_pairs_save_and_load_round_trip(tmp_path, monkeypatch):
     assert table.set_index("name").loc["depth-50%", "layers"] < 4 and table.set_index("name").loc["width-50%", "layers"] == 4
     healed = table[table["healed"]]
     assert healed["kl_start"].notna().all() and healed["heal_seconds"].gt(0).all()
+    assert (healed["heal_tokens"] == 3 * 8 * 128).all() and (table.loc[~table["healed"], "heal_tokens"] == 0).all()  # equal tokens, both ways
     save_pruned(models)
     assert not list((tmp_path / "artifacts" / "pruned").glob(".*"))  # no temporary folder left behind
     back = load_pruned(device="cpu")

@@ -174,6 +174,8 @@ def test_train_checkpoint_resume_export_reload(prepared):
 
 def test_distilled_group_shares_teacher_and_snapshots(prepared):
     """Two drafts distil from the finished tiny target together; snapshots export as their own models."""
+    from transformers import AutoTokenizer
+
     layout, _ = prepared
     settings = tiny_settings()
     if not zoo.is_finished(layout, "tiny"):
@@ -186,6 +188,11 @@ def test_distilled_group_shares_teacher_and_snapshots(prepared):
     assert sorted(exported) == ["da", "da-step2", "db"]
     assert json.loads((layout.zoo / "da-step2" / "training.json").read_text())["training_steps"] == 2
     assert "KL" in json.loads((layout.zoo / "db" / "training.json").read_text())["objective"]
+    for name in exported:  # one tokenizer file: each draft's is a link to its teacher's, and loads
+        link = layout.zoo / name / "tokenizer.json"
+        assert link.is_symlink() and link.resolve() == (layout.zoo / "tiny" / "tokenizer.json").resolve()
+    assert AutoTokenizer.from_pretrained(str(layout.zoo / "db")).vocab_size == settings.vocab_size
+    assert not zoo.link_tokenizer(layout.zoo / "db", layout.zoo / "tiny")  # already a link: left alone
     like = zoo.resolve_budget(tiny_spec("dc", budget_tokens=None, budget_like="db"), layout)
     assert like.budget_tokens == 4 * 64
 
@@ -307,12 +314,17 @@ def test_kind_of_names_every_zoo_model():
 
 def test_every_distilled_draft_trains_on_the_same_tokens():
     """A ladder compares sizes only if size is all that differs: every distilled draft's budget is
-    the group's 75 busy minutes (the width and depth ladders, one shared batch stream) or as many tokens."""
+    the group's 75 busy minutes (the depth ladder, one shared batch stream) or as many tokens; the
+    width ladder is pruned from the target, then distilled on as many tokens."""
     specs = {s.name: s for s in zoo.zoo_specs()}
-    for name in zoo.SHALLOW_LADDER + zoo.DEPTH_LADDER + zoo.WIDTH_LADDER:
+    for name in zoo.SHALLOW_LADDER + zoo.DEPTH_LADDER:
         s = specs[name]
-        assert s.teacher == "target" and s.budget_like is None, name
+        assert s.teacher == "target" and s.budget_like is None and s.init == "random", name
         assert s.budget_tokens == zoo.MATCHED_TOKENS if s.budget_minutes is None else s.budget_minutes == 75, name
+    for name in zoo.WIDTH_LADDER:
+        s = specs[name]
+        assert (s.teacher, s.init, s.budget_tokens, s.budget_minutes) == ("target", "pruned", zoo.MATCHED_TOKENS, None), name
+        assert s.layers == specs["target"].layers and s.dims_per_head == specs["target"].dims_per_head, name
     assert specs["d2"].budget_minutes == 75 and specs["d1"].budget_tokens == zoo.MATCHED_TOKENS
     # what the 75-minute group bought, as recorded by the committed zoo
     if (ROOT / "data" / "zoo" / "d2" / "training.json").exists():
@@ -335,9 +347,10 @@ def test_committed_zoo_loads_with_auto_classes_and_fits_the_size_caps():
     total = 0
     vocab = None
     for d in COMMITTED:
-        files = [f for f in d.iterdir() if f.is_file()]
-        assert all(f.stat().st_size <= 95 * 2**20 for f in files), d
-        total += sum(f.stat().st_size for f in files)
+        files = list(d.iterdir())
+        assert all(f.lstat().st_size <= 95 * 2**20 for f in files), d
+        total += sum(f.lstat().st_size for f in files)  # a link counts as the link, its target once where it lives
+        assert all(f.resolve().is_relative_to((ROOT / "data" / "zoo").resolve()) for f in files if f.is_symlink()), d
         with safe_open(d / "model.safetensors", framework="pt") as f:
             assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}, d
         assert json.loads((d / "training.json").read_text())["training_tokens"] > 0, d
@@ -348,7 +361,7 @@ def test_committed_zoo_loads_with_auto_classes_and_fits_the_size_caps():
         ids = torch.tensor([tok.encode("def main():\n    return 0\n")])
         with torch.no_grad():
             assert torch.isfinite(model(ids).logits).all(), d
-    assert total <= 120 * 2**20, f"zoo is {total / 2**20:.1f} MB"
+    assert total <= 120e6, f"zoo is {total / 1e6:.1f} MB"
     assert {"target", "d1", "d2-data"} <= {d.name for d in COMMITTED}
 
 
@@ -448,13 +461,42 @@ def test_a_large_distillation_group_stays_compiled(monkeypatch):
 
 
 @pytest.mark.skipif(not (ROOT / "data" / "results" / "zoo_card.csv").exists(), reason="no committed zoo card")
-def test_committed_card_reads_the_latest_rows_and_the_shallow_ladder_improves_with_width():
-    card = zoo.read_card(list(zoo.SHALLOW_LADDER))
-    assert list(card.index) == list(zoo.SHALLOW_LADDER) and (card["training_tokens"] == zoo.MATCHED_TOKENS).all()
-    losses = card["test_loss"].tolist()  # widest first: the loss must rise down the ladder
-    assert losses == sorted(losses), dict(zip(card.index, losses))
+def test_committed_card_reads_the_latest_rows_and_both_ladders_improve_with_width():
+    for ladder, tokens in ((zoo.SHALLOW_LADDER, zoo.MATCHED_TOKENS), (zoo.WIDTH_LADDER, zoo.MATCHED_TOKENS)):
+        card = zoo.read_card(list(ladder))
+        assert list(card.index) == list(ladder) and (card["training_tokens"] == tokens).all()
+        losses = card["test_loss"].tolist()  # widest first: the loss must rise down the ladder
+        assert losses == sorted(losses), dict(zip(card.index, losses))
     with pytest.raises(KeyError, match="python -m specnb.zoo card"):
         zoo.read_card(["no-such-model"])
     listed = {r["model"] for r in csv.DictReader((ROOT / "data" / "results" / "zoo_card.csv").open())}
     exported = {p.parent.name for p in (ROOT / "data" / "zoo").glob("*/config.json")}
     assert listed == exported, f"card rows without a model: {sorted(listed - exported)}; models without a row: {sorted(exported - listed)}"
+
+
+def test_a_pruned_draft_starts_as_its_teacher_width_pruned(prepared):
+    """``init="pruned"``: before its first step the draft is the teacher narrowed by Minitron's
+    activation ranking on the first training batch, logit for logit; a spec whose head width is
+    not the teacher's is refused with the width to set."""
+    from specnb.pruning import prune_width
+
+    layout, _ = prepared
+    settings = tiny_settings()
+    if not zoo.is_finished(layout, "tiny"):
+        zoo.train_group([tiny_spec()], layout, settings)
+    teacher = zoo.load_teacher(layout, "tiny")
+    spec = tiny_spec("pw", hidden=16, heads=1, ffn=32, head_dim=16, group="width", teacher="tiny", init="pruned",
+                     budget_tokens=4 * 64, warmup_steps=1)
+    assert zoo.train_group([spec], layout, settings, max_steps=0) == []  # no step: checkpointed as initialised
+    start = zoo.new_model(spec, settings, 0)
+    start.load_state_dict(torch.load(zoo.checkpoint_path(layout, "pw"), weights_only=False)["model"])
+    calib = zoo.WindowStream(zoo.load_split(layout, "train"), settings.seq_len, settings.batch_size, settings.seed).batch(0)[:, :-1]
+    pruned = prune_width(teacher, calib, hidden_size=16, num_heads=1, intermediate_size=32)
+    ids = calib[:1]
+    with torch.no_grad():
+        assert torch.equal(start.eval()(input_ids=ids).logits, pruned(input_ids=ids).logits)
+        assert not torch.equal(zoo.new_model(spec, settings, 0).eval()(input_ids=ids).logits, pruned(input_ids=ids).logits)
+    wrong = replace(spec, name="pw2", head_dim=8)
+    with pytest.raises(ValueError, match="head_dim=16"):
+        zoo.prune_into(zoo.new_model(wrong, settings, 0), wrong, teacher, calib)
+    assert zoo.warmup_of(spec, settings) == 1 and zoo.warmup_of(tiny_spec(), settings) == settings.warmup_steps

@@ -32,7 +32,7 @@ def prune_pairs(target, fractions, calib_ids: torch.Tensor, tokens, *, hows=("de
     healed copy of each (``heal`` from the target on ``tokens``).
 
     Returns ({name: model}, one row per model: name, how, fraction, healed, params, layers,
-    hidden, heads, intermediate, kl_start/kl_end to the target on a fixed batch, heal seconds)."""
+    hidden, heads, intermediate, kl_start/kl_end to the target on a fixed batch, heal tokens and seconds)."""
     if not fractions or not all(0 < f < 1 for f in fractions):
         raise ValueError(f"fractions must be a non-empty list of numbers in (0, 1); got {fractions!r}")
     bad = [h for h in hows if h not in ("depth", "width")]
@@ -57,7 +57,7 @@ def prune_pairs(target, fractions, calib_ids: torch.Tensor, tokens, *, hows=("de
                              "heads": n["heads"], "intermediate": n["intermediate"],
                              "kl_start": log["kl_start"] if log else float("nan"),
                              "kl_end": log["kl_end"] if log else float("nan"),
-                             "heal_seconds": log["seconds"] if log else 0.0})
+                             "heal_tokens": log["tokens"] if log else 0, "heal_seconds": log["seconds"] if log else 0.0})
     return models, pd.DataFrame(rows)
 
 

@@ -11,7 +11,7 @@ Modules, lowest first (each imports only modules above it in this list):
 - ``corpus``: constants, ``Layout``, the stdlib corpus and its split rule, tokenizer, manifest, cached token splits.
 - ``specs``: ``ModelSpec``, ``TrainSettings``, the real zoo (``zoo_specs``, ladders, ``kind_of``), configs, size budget, random-init models of the zoo's shapes (``zoo_shaped_models``).
 - ``stream``: ``WindowStream``, the resumable sampler of training windows.
-- ``member``: one model in training: ``Member``, optimizer, LR schedule, distillation loss, ``train_step``.
+- ``member``: one model in training: ``Member``, optimizer, LR schedule, distillation loss, ``train_step``, a pruned start (``prune_into``).
 - ``checkpoint``: checkpoints, loss logs, ``init_member`` (resume) and ``is_finished``.
 - ``export``: ``evaluate_lm`` (loss, accuracy, agreement), ``bf16_copy``, ``export_model``, snapshots.
 - ``train``: ``train_group`` (the training loop), ``build``, signals, the build lock, ``measure_speed``.
@@ -31,9 +31,9 @@ from ..corpus import (EOT, MAX_POSITIONS, SPLITS, STDLIB_SKIP_DIRS, VOCAB_SIZE, 
                      encode_split, hash_documents, hash_file, list_stdlib_files, list_text_files, load_corpus, load_split,
                      load_corpus_tokenizer, make_layout, prepare_corpus, read_documents, split_of, stdlib_dir, train_tokenizer,
                      wrap_tokenizer)
-from .export import bf16_copy, evaluate_lm, export_model, export_snapshots, member_info
+from .export import bf16_copy, evaluate_lm, export_model, export_snapshots, link_tokenizer, member_info
 from .member import (Member, autocast_ctx, budget_progress, estimated_steps, lr_factor, make_optimizer, member_loss,
-                     new_model, record_loss, scheduler_state, set_lr, teacher_targets, train_step)
+                     new_model, prune_into, record_loss, scheduler_state, set_lr, teacher_targets, train_step, warmup_of)
 from .specs import (DEPTH_LADDER, MATCHED_TOKENS, MAX_FILE_BYTES, MAX_TOTAL_BYTES, SHALLOW_LADDER, WIDTH_LADDER, BudgetError, ModelSpec, TrainSettings,
                     budget_table, check_budget, spec_parameters, describe_budget, extend_budget, format_table, kind_of,
                     llama_config, shipped_models, training_groups, training_info, zoo_shaped_models, zoo_specs)
@@ -54,13 +54,13 @@ __all__ = [
     # stream
     "WindowStream",
     # member
-    "Member", "budget_progress", "lr_factor", "estimated_steps", "new_model", "make_optimizer", "set_lr",
+    "Member", "budget_progress", "lr_factor", "estimated_steps", "new_model", "prune_into", "warmup_of", "make_optimizer", "set_lr",
     "scheduler_state", "autocast_ctx", "teacher_targets", "member_loss", "train_step", "record_loss",
     # checkpoint
     "LOG_FIELDS", "checkpoint_path", "log_path", "is_finished", "trim_log", "write_log", "flush_log", "init_member",
     "save_checkpoint",
     # export
-    "evaluate_lm", "bf16_copy", "export_model", "member_info", "export_snapshots",
+    "evaluate_lm", "bf16_copy", "export_model", "link_tokenizer", "member_info", "export_snapshots",
     # train
     "STOP", "request_stop", "install_signal_handlers", "resolve_budget", "load_teacher", "allow_recompiles",
     "group_by_step", "step_together", "train_group", "checkpoint_all", "build", "acquire_build_lock", "measure_speed",

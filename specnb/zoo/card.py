@@ -59,7 +59,8 @@ def card_rows(layout: Layout, settings: TrainSettings | None = None, split: str 
             metrics["agreement"] = 1.0
         rows.append({
             "model": name, "params": info["params"], "layers": info["layers"], "hidden": info["hidden"],
-            "heads": info["heads"], "objective": info["objective"], "training_tokens": info.get("training_tokens"),
+            "heads": info["heads"], "init": info.get("init", "random"), "objective": info["objective"],
+            "training_tokens": info.get("training_tokens"),
             "training_minutes": info.get("training_busy_minutes", info.get("training_minutes")),
             "budget_history": " -> ".join(info.get("budget_history", [info.get("budget", "")])),
             f"{split}_loss": metrics["loss"], f"{split}_accuracy": metrics["accuracy"],
@@ -77,7 +78,7 @@ def card_rows(layout: Layout, settings: TrainSettings | None = None, split: str 
 def write_model_card(layout: Layout, rows: list[dict], split: str = "test") -> Path:
     """Write ``zoo/README.md`` (atomically) from ``card_rows``."""
     manifest = json.loads(layout.manifest.read_text()) if layout.manifest.exists() else {}
-    header = ["model", "params (M)", "layers", "hidden", "heads", "objective", "training tokens (M)", "training busy-min (CPU s / 2 / 60)",
+    header = ["model", "params (M)", "layers", "hidden", "heads", "start", "objective", "training tokens (M)", "training busy-min (CPU s / 2 / 60)",
               f"{split} loss", f"{split} accuracy", "top-1 agreement with target", "decode ms (1 token)", "min–max over rounds"]
     env = rows[0]
     lines = [
@@ -86,9 +87,11 @@ def write_model_card(layout: Layout, rows: list[dict], split: str = "test") -> P
         "Small Llama models trained offline on CPU on the Python standard library, so every notebook runs without a",
         "network. Load them with `AutoModelForCausalLM.from_pretrained(\"data/zoo/NAME\")` and",
         "`AutoTokenizer.from_pretrained(\"data/zoo/NAME\")`, or `specnb.models.load_model(\"zoo/NAME\")`.",
-        "Weights are bfloat16 safetensors (load as float32 on CPU). Drafts are distilled from `target`",
-        "(KL to its logits plus LM loss); `d2-data` is trained on data alone; `*-stepN` are snapshots along one",
-        "draft's training.",
+        "Weights are bfloat16 safetensors (load as float32 on CPU); each draft's `tokenizer.json` is a link to the",
+        "target's. Drafts are distilled from `target` (KL to its logits plus LM loss). The width ladder (`w*`, `p0.01`)",
+        "starts as the target pruned to its width (Minitron: channels, heads and FFN neurons ranked by activation;",
+        "column \"start\"), every other model from a random initialisation; `d2-data` is trained on data alone;",
+        "`*-stepN` are snapshots along one draft's training.",
         "",
         f"Corpus: Python {manifest.get('python_version', '?')} standard library, split by file "
         f"(manifest: `corpus_manifest.json`, sha256 `{str(manifest.get('sha256', '?'))[:12]}…`).",
@@ -105,7 +108,7 @@ def write_model_card(layout: Layout, rows: list[dict], split: str = "test") -> P
     for r in rows:
         lines.append("| " + " | ".join([
             r["model"], f"{r['params'] / 1e6:.2f}", str(r["layers"]), str(r["hidden"]), str(r["heads"]),
-            r["objective"].replace("|", "\\|"), f"{(r['training_tokens'] or 0) / 1e6:.2f}", f"{r['training_minutes'] or float('nan'):.0f}",
+            "target, pruned" if r.get("init") == "pruned" else "random", r["objective"].replace("|", "\\|"), f"{(r['training_tokens'] or 0) / 1e6:.2f}", f"{r['training_minutes'] or float('nan'):.0f}",
             f"{r[f'{split}_loss']:.3f}", f"{r[f'{split}_accuracy']:.3f}", f"{r['top1_agreement_with_target']:.3f}",
             f"{r['decode_ms']:.2f}", f"{r['decode_ms_min']:.2f}–{r['decode_ms_max']:.2f}",
         ]) + " |")

@@ -4,7 +4,8 @@
   predictions, top-1 agreement (the greedy acceptance rate of a one-token draft; Leviathan et al. 2023).
 - ``bf16_copy``: the model with bf16 parameters, as shipped.
 - ``export_model``: score the bf16 weights on validation, then write model (bf16 safetensors),
-  tokenizer and ``training.json`` to ``ZOO/NAME`` as one atomic folder (``specnb.atomic.atomic_dir``).
+  tokenizer and ``training.json`` to ``ZOO/NAME`` as one atomic folder (``specnb.atomic.atomic_dir``);
+  ``link_tokenizer``: its ``tokenizer.json`` as a link to the teacher's identical copy (one copy shipped).
 - ``member_info``: the training fields of ``training.json``; ``export_snapshots``: exports
   ``NAME-stepK`` as a member passes each snapshot fraction of its budget.
 """
@@ -12,7 +13,9 @@
 from __future__ import annotations
 
 import copy
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -77,7 +80,7 @@ def export_model(model, name: str, spec: ModelSpec, info: dict, layout: Layout, 
         "params": sum(p.numel() for p in model.parameters()),
         "layers": spec.layers, "hidden": spec.hidden, "heads": spec.heads,
         "head_dim": spec.dims_per_head, "ffn": spec.ffn, "vocab_size": settings.vocab_size,
-        "teacher": spec.teacher, "group": spec.group,
+        "teacher": spec.teacher, "group": spec.group, "init": spec.init,
         "objective": "CE" if spec.teacher is None else f"{settings.kd_weight} KL(teacher||draft) + {1 - settings.kd_weight} CE",
         **info,
         "final_val_loss": round(metrics["loss"], 5),
@@ -92,8 +95,24 @@ def export_model(model, name: str, spec: ModelSpec, info: dict, layout: Layout, 
         shipped.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         write_json(tmp / "training.json", record)
+    link_tokenizer(layout.zoo / name, layout.zoo / (spec.teacher or "target"))
     print(f"[zoo] exported {name}: val loss {record['final_val_loss']:.3f}, acc {record['val_next_token_accuracy']:.3f}", flush=True)
     return record
+
+
+def link_tokenizer(model_dir: Path, source_dir: Path) -> bool:
+    """Replace ``model_dir/tokenizer.json`` by a relative symlink to ``source_dir``'s byte-identical
+    copy, so that the zoo ships one tokenizer file (``from_pretrained`` follows the link). Returns
+    whether it linked; a missing, linked or different source leaves the file as it is."""
+    mine, theirs = Path(model_dir) / "tokenizer.json", Path(source_dir) / "tokenizer.json"
+    if (mine.is_symlink() or theirs.is_symlink() or not theirs.is_file() or not mine.is_file()
+            or mine.resolve() == theirs.resolve() or mine.read_bytes() != theirs.read_bytes()):
+        return False
+    tmp = mine.with_name(mine.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(os.path.relpath(theirs, mine.parent))
+    os.replace(tmp, mine)
+    return True
 
 
 def member_info(member: Member) -> dict:

@@ -4,7 +4,8 @@
 - Budget and schedule: ``budget_progress`` (fraction of the budget spent), ``estimated_steps``,
   ``lr_factor`` (linear warm-up, then cosine decay by budget progress; Loshchilov & Hutter 2017),
   ``set_lr``, ``scheduler_state``.
-- ``new_model`` (a seeded float32 ``LlamaForCausalLM``), ``make_optimizer`` (AdamW, Loshchilov &
+- ``new_model`` (a seeded float32 ``LlamaForCausalLM``), ``prune_into`` (its weights from the
+  teacher, width-pruned), ``warmup_of``, ``make_optimizer`` (AdamW, Loshchilov &
   Hutter 2019, weight decay on matrices only), ``autocast_ctx``.
 - Loss: ``teacher_targets`` (the teacher's probabilities, once per batch) and ``member_loss``
   (``kd * KL(teacher || draft) + (1 - kd) * CE``, knowledge distillation after Hinton et al. 2015).
@@ -114,10 +115,28 @@ def make_optimizer(model, spec: ModelSpec, settings: TrainSettings) -> torch.opt
     )
 
 
+def warmup_of(spec: ModelSpec, settings: TrainSettings) -> int:
+    """Warm-up steps of a model: its own ``warmup_steps`` if set, else the build's."""
+    return settings.warmup_steps if spec.warmup_steps is None else spec.warmup_steps
+
+
+def prune_into(model, spec: ModelSpec, teacher, calib_ids: torch.Tensor) -> None:
+    """Overwrite ``model``'s weights with ``teacher`` width-pruned to ``spec``'s shape (Minitron,
+    Muralidharan et al. 2024, arXiv:2407.14679: channels, heads and FFN neurons ranked by their
+    activations on ``calib_ids`` (B, T))."""
+    # at call time: importing specnb.pruning runs its healing module, which trains with this package
+    from ..pruning.prune import prune_width
+    small = prune_width(teacher, calib_ids, hidden_size=spec.hidden, num_heads=spec.heads, intermediate_size=spec.ffn)
+    if small.config.head_dim != spec.dims_per_head:
+        raise ValueError(f"{spec.name}: pruning keeps the teacher's head width {small.config.head_dim}; "
+                         f"set head_dim={small.config.head_dim} in its spec (it has {spec.dims_per_head})")
+    model.load_state_dict(small.state_dict())
+
+
 def set_lr(member: Member, settings: TrainSettings) -> float:
     """Set the optimizer's LR from the warm-up + cosine schedule at the member's progress; return it."""
     progress = member.progress
-    lr = member.spec.lr * lr_factor(member.step, progress, settings.warmup_steps, settings.min_lr_ratio)
+    lr = member.spec.lr * lr_factor(member.step, progress, warmup_of(member.spec, settings), settings.min_lr_ratio)
     for group in member.optimizer.param_groups:
         group["lr"] = lr
     return lr
@@ -126,7 +145,7 @@ def set_lr(member: Member, settings: TrainSettings) -> float:
 def scheduler_state(member: Member, settings: TrainSettings) -> dict:
     """The schedule's state as stored in a checkpoint (it is a pure function of step and progress)."""
     return {
-        "kind": "linear warm-up + cosine", "peak_lr": member.spec.lr, "warmup_steps": settings.warmup_steps,
+        "kind": "linear warm-up + cosine", "peak_lr": member.spec.lr, "warmup_steps": warmup_of(member.spec, settings),
         "min_lr_ratio": settings.min_lr_ratio,
         "progress": member.progress,
         "lr": member.optimizer.param_groups[0]["lr"],

@@ -13,14 +13,17 @@
 Models (see ``python -m specnb.zoo table`` for shapes, parameters and bf16 sizes)
     ``target`` (Llama architecture, Touvron et al. 2023: 12 layers, d_model 416); a width ladder
     at depth 12 that scales d_model, FFN and heads (``w0.7``, ``w0.5``, ``w0.25``, ``w0.1``, and
-    ``p0.01`` with ~1% of the target's parameters); a depth ladder at about equal parameters
+    ``p0.01`` with ~1% of the target's parameters), each rung the target width-pruned to its shape
+    (Minitron, Muralidharan et al. 2024) before distillation, so that a wider rung keeps more of the
+    target and size is what orders the ladder; a depth ladder at about equal parameters
     (``d1``, ``d2``, ``d4``, ``d8``); ``d2-data`` (d2 trained on data alone); and snapshots of
     ``w0.1`` along its distillation (``w0.1-stepK``); a shallow ladder of one layer at widths 64, 128,
     208 (``d1``) and 416 (``s64``, ``s128``, ``s416``), where a draft's latency is mostly its
     embedding and head, so that the size curve reaches drafts that can pay on a CPU. Drafts are distilled from the finished target
     with ``0.5 * KL(target || draft) + 0.5 * CE`` (knowledge distillation, Hinton et al. 2015);
     all distilled drafts train as one group, so one target forward per batch serves them all.
-    Every distilled draft sees the same 1,368,064 tokens (334 steps of the same batches).
+    Every distilled draft sees the same 1,368,064 tokens (334 steps of the same batches; the depth
+    ladder's 75-minute group bought that many).
     The size budget (all weights <= 120 MB in bf16, no file > 95 MB) is checked before training.
 """
 
@@ -61,6 +64,9 @@ class ModelSpec:
     The budget is ``budget_minutes`` of training (busy minutes of its group, shared by all members)
     if set, else ``budget_tokens``; ``budget_like="d2"`` means the tokens that model d2 trained on.
     ``snapshots`` are budget fractions at which the model is also exported as ``NAME-stepK``.
+    ``init`` is "random" (a seeded initialisation) or "pruned": the teacher narrowed to this shape
+    by Minitron width pruning (``specnb.pruning.prune_width``), then distilled. ``warmup_steps``
+    overrides the build's warm-up (``TrainSettings.warmup_steps``) for this model.
     """
 
     name: str
@@ -76,6 +82,8 @@ class ModelSpec:
     snapshots: tuple[float, ...] = ()
     budget_minutes: float | None = None
     budget_like: str | None = None
+    init: str = "random"
+    warmup_steps: int | None = None
 
     @property
     def dims_per_head(self) -> int:
@@ -122,9 +130,9 @@ def zoo_specs() -> list[ModelSpec]:
 
     Budgets are "busy minutes" (process CPU time / 2 threads, i.e. minutes of an idle 2-core
     machine), because throughput on a shared machine varies with load. The target trains 260;
-    all distilled drafts train together for 75 (one shared target forward per batch, so they all
-    see the same tokens); ``d1``, the best-pair draft, trains on alone to 140, at more tokens per
-    busy minute (each member is charged its whole group's step time, teacher forward included);
+    the depth ladder's drafts train together for 75 (one shared target forward per batch, so they
+    all see the same tokens); every other distilled draft trains on as many tokens
+    (``MATCHED_TOKENS``), the width ladder from the target pruned to its shape (``init="pruned"``);
     ``d2-data`` sees as many tokens as ``d2``.
 
     A model can be trained on past its budget with ``build --only NAME --budget-minutes M``
@@ -133,12 +141,15 @@ def zoo_specs() -> list[ModelSpec]:
     """
     target = ModelSpec("target", 12, 416, 8, 1024, "target", None, 1.5e-3, head_dim=52, budget_minutes=260)
     draft = dict(budget_tokens=None, teacher="target", budget_minutes=75)
+    # the width ladder: the target pruned to each width (Minitron: hidden channels, heads and FFN
+    # neurons ranked by activation), keeping its head width 52, then distilled on the matched tokens
+    pruned = dict(budget_tokens=MATCHED_TOKENS, teacher="target", head_dim=52, init="pruned", warmup_steps=20)
     width = [
-        ModelSpec("w0.7", 12, 288, 6, 704, "width", lr=2e-3, head_dim=48, **draft),
-        ModelSpec("w0.5", 12, 208, 4, 512, "width", lr=2e-3, head_dim=52, **draft),
-        ModelSpec("w0.25", 12, 104, 2, 256, "width", lr=3e-3, head_dim=52, **draft),
-        ModelSpec("w0.1", 12, 48, 1, 96, "width", lr=3e-3, head_dim=48, snapshots=(0.05, 0.15, 0.4), **draft),
-        ModelSpec("p0.01", 12, 32, 1, 64, "width", lr=3e-3, head_dim=32, **draft),
+        ModelSpec("w0.7", 12, 288, 6, 640, "width", lr=1e-3, **pruned),
+        ModelSpec("w0.5", 12, 208, 4, 512, "width", lr=1e-3, **pruned),
+        ModelSpec("w0.25", 12, 104, 2, 256, "width", lr=2e-3, **pruned),
+        ModelSpec("w0.1", 12, 48, 1, 96, "width", lr=3e-3, snapshots=(0.05, 0.15, 0.4), **pruned),
+        ModelSpec("p0.01", 12, 32, 1, 64, "width", lr=3e-3, **pruned),
     ]
     depth = [
         ModelSpec("d1", 1, 208, 4, 576, "depth", lr=3e-3, head_dim=52, **(draft | {"budget_minutes": None, "budget_tokens": MATCHED_TOKENS})),

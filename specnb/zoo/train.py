@@ -35,7 +35,7 @@ from transformers import AutoModelForCausalLM
 from .checkpoint import flush_log, init_member, is_finished, save_checkpoint
 from ..corpus import EOT, Layout, hash_file, load_split, load_corpus_tokenizer, prepare_corpus
 from .export import evaluate_lm, export_model, export_snapshots, member_info
-from .member import Member, make_optimizer, new_model, record_loss, set_lr, teacher_targets, train_step
+from .member import Member, make_optimizer, new_model, prune_into, record_loss, set_lr, teacher_targets, train_step
 from .specs import ModelSpec, TrainSettings, budget_table, check_budget, format_table, training_groups
 from .stream import WindowStream
 
@@ -137,8 +137,14 @@ def train_group(specs: list[ModelSpec], layout: Layout, settings: TrainSettings,
     teacher = load_teacher(layout, teachers.pop()) if teachers else None
     if settings.compile:
         allow_recompiles(len(todo) + 1)
-        teacher = torch.compile(teacher) if teacher is not None else None
     members = [init_member(s, layout, settings, eot_id, tok_sha) for s in todo]
+    for m in members:
+        if m.spec.init == "pruned" and m.step == 0:  # a fresh start: the teacher, pruned to this shape
+            if teacher is None:
+                raise ValueError(f"{m.spec.name} is pruned from its teacher: give it one (teacher='target')")
+            prune_into(m.model, m.spec, teacher, stream.batch(0)[:, :-1])
+    if settings.compile and teacher is not None:
+        teacher = torch.compile(teacher)
     exported: list[str] = []
     start = time.time()
     deadline = start + 60 * minutes if minutes else float("inf")
