@@ -500,3 +500,7 @@ def test_a_pruned_draft_starts_as_its_teacher_width_pruned(prepared):
     with pytest.raises(ValueError, match="head_dim=16"):
         zoo.prune_into(zoo.new_model(wrong, settings, 0), wrong, teacher, calib)
     assert zoo.warmup_of(spec, settings) == 1 and zoo.warmup_of(tiny_spec(), settings) == settings.warmup_steps
+    with pytest.raises(ValueError, match="init must be 'random' or 'pruned'"):
+        tiny_spec("bad", init="prune")
+    with pytest.raises(ValueError, match="give it one"):
+        tiny_spec("orphan", init="pruned")

@@ -85,6 +85,12 @@ class ModelSpec:
     init: str = "random"
     warmup_steps: int | None = None
 
+    def __post_init__(self):
+        if self.init not in ("random", "pruned"):
+            raise ValueError(f"{self.name}: init must be 'random' or 'pruned' (the teacher, width-pruned); got {self.init!r}")
+        if self.init == "pruned" and not self.teacher:
+            raise ValueError(f"{self.name}: init='pruned' prunes the teacher: give it one (teacher='target')")
+
     @property
     def dims_per_head(self) -> int:
         """Attention head width (defaults to hidden // heads)."""

@@ -140,8 +140,6 @@ def train_group(specs: list[ModelSpec], layout: Layout, settings: TrainSettings,
     members = [init_member(s, layout, settings, eot_id, tok_sha) for s in todo]
     for m in members:
         if m.spec.init == "pruned" and m.step == 0:  # a fresh start: the teacher, pruned to this shape
-            if teacher is None:
-                raise ValueError(f"{m.spec.name} is pruned from its teacher: give it one (teacher='target')")
             prune_into(m.model, m.spec, teacher, stream.batch(0)[:, :-1])
     if settings.compile and teacher is not None:
         teacher = torch.compile(teacher)
