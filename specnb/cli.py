@@ -62,8 +62,9 @@ def _methods(names, target, draft, ids, args):
         raise SystemExit(f"unknown method(s) {unknown}; choose from {sorted(table)}")
     if draft is None and any(n != "autoregressive" for n in names):
         raise SystemExit("speculative and assisted methods need --draft")
-    if is_draft_source(draft) and "assisted" in names:
-        raise SystemExit("assisted generation needs a draft model; --draft prompt-lookup works with the speculative methods")
+    if (is_draft_source(draft) or callable(getattr(draft, "as_source", None))) and "assisted" in names:
+        raise SystemExit("assisted generation needs a draft model (a causal LM); --draft prompt-lookup and EAGLE drafts work with the "
+                         "speculative methods")
     return {n: table[n] for n in names}
 
 

@@ -135,6 +135,8 @@ def draft_quality(target, drafts: dict, tokens: np.ndarray, *, seq_len: int = 25
     - ``expected_alpha``: mean over positions of beta = sum_x min(p(x), q(x)) at ``temperature``,
       Leviathan et al. (2023) Definition 3.2 / Corollary 3.6: the acceptance rate of speculative
       sampling is alpha = E[beta].
+
+    An EAGLE draft (``specnb.eagle``) is scored on positions 1..T-1, fed the target's features.
     """
     if not drafts:
         raise ValueError("draft_quality needs at least one draft: pass {name: model}")
@@ -146,14 +148,30 @@ def draft_quality(target, drafts: dict, tokens: np.ndarray, *, seq_len: int = 25
     p = torch.softmax(p_logits / temperature, -1)
     rows = []
     for name, model in tqdm({"target": target, **drafts}.items(), desc="quality", disable=not progress, leave=False):
-        q_logits = p_logits if model is target else _logits(model, x, batch)
-        loss = torch.nn.functional.cross_entropy(q_logits.flatten(0, 1), y.flatten()).item()
+        if callable(getattr(model, "as_source", None)):  # EAGLE: position t needs the target's feature of t - 1
+            q_logits, at = _eagle_logits(target, model, x, batch), slice(1, None)
+        else:
+            q_logits, at = (p_logits if model is target else _logits(model, x, batch)), slice(None)
+        yt, pt, pl = y[:, at], p[:, at], p_logits[:, at]
+        loss = torch.nn.functional.cross_entropy(q_logits.flatten(0, 1), yt.flatten()).item()
         q = torch.softmax(q_logits / temperature, -1)
-        rows.append({"model": name, "tokens": y.numel(), "loss": loss, "perplexity": float(np.exp(loss)),
-                     "accuracy": (q_logits.argmax(-1) == y).float().mean().item(),
-                     "top1_agreement": (q_logits.argmax(-1) == p_logits.argmax(-1)).float().mean().item(),
-                     "expected_alpha": torch.minimum(p, q).sum(-1).mean().item()})
+        rows.append({"model": name, "tokens": yt.numel(), "loss": loss, "perplexity": float(np.exp(loss)),
+                     "accuracy": (q_logits.argmax(-1) == yt).float().mean().item(),
+                     "top1_agreement": (q_logits.argmax(-1) == pl.argmax(-1)).float().mean().item(),
+                     "expected_alpha": torch.minimum(pt, q).sum(-1).mean().item()})
     return pd.DataFrame(rows)
+
+
+@torch.inference_mode()
+def _eagle_logits(target, draft, x: torch.Tensor, batch: int) -> torch.Tensor:
+    """An EAGLE draft's teacher-forced logits of positions 1..T-1 of ``x`` (n, T): from the
+    target's feature of the position before and that position's token."""
+    out = []
+    for i in range(0, len(x), batch):
+        xb = x[i:i + batch].to(target.device)
+        f = target.model(input_ids=xb).last_hidden_state  # (b, T, H)
+        out.append(draft.logits(draft.features(xb[:, 1:], f[:, :-1].to(draft.dtype))).float().cpu())
+    return torch.cat(out)  # (n, T-1, V)
 
 
 def acceptance(target, drafts: dict, prompts: Sequence[torch.Tensor], *, k: int, new_tokens: int,

@@ -168,16 +168,20 @@ def load_spec(spec: str, *, target=None, dtype: torch.dtype = torch.float32, dev
 
     - ``tiny:FAMILY[:key=value...]``: ``tiny_model(FAMILY, **options)``, e.g. ``tiny:llama:layers=8:hidden=256``;
     - ``copy[:noise=0.1:seed=3][:layers=2]``: a (perturbed, truncated) copy of ``target``;
-    - ``FAMILY/NAME`` of ``TRAINED_FAMILIES`` (e.g. ``smollm2/d1``): a draft trained for ``target``;
+    - ``FAMILY/NAME`` of ``TRAINED_FAMILIES`` (e.g. ``smollm2/d1``, ``smollm2/eagle``): a draft trained for ``target``;
     - anything else: ``load_model(spec)`` (``zoo/NAME``, a local directory or a hub ID).
     """
     family, _, draft_name = spec.partition("/")
     if family in TRAINED_FAMILIES and draft_name:
         if target is None:
             raise ValueError(f"draft {spec!r} needs its target; give --target {TRAINED_FAMILIES[family]} first")
-        from .shallow import load_draft
+        from .eagle import load_eagle
+        from .shallow import load_draft, read_metadata
 
-        return load_draft(target, paths.DATA / "drafts" / family / f"{draft_name}.safetensors")
+        path = paths.DATA / "drafts" / family / f"{draft_name}.safetensors"
+        if path.exists() and read_metadata(path)["kind"] == "eagle":
+            return load_eagle(target, path)
+        return load_draft(target, path)
     kind, *rest = spec.split(":")
     if kind == "tiny":
         if not rest:
@@ -375,12 +379,15 @@ TRAINED_FAMILIES: dict[str, str] = {"smollm2": "HuggingFaceTB/SmolLM2-135M-Instr
 
 
 def trained_drafts(family: str, target, **kwargs) -> dict:
-    """name -> draft for every draft trained for ``family`` (``specnb.distill.load_drafts``)."""
+    """name -> draft for every draft trained for ``family``: the shallow ones (``shallow.load_drafts``)
+    and the EAGLE ones (``eagle.load_eagles``)."""
+    from .eagle import load_eagles
     from .shallow import load_drafts
 
     if family not in TRAINED_FAMILIES:
         raise ValueError(f"unknown trained family {family!r}; choose one of {', '.join(TRAINED_FAMILIES)}")
-    drafts = load_drafts(target, paths.DATA / "drafts" / family, **kwargs)
+    folder = paths.DATA / "drafts" / family
+    drafts = {**load_drafts(target, folder, **kwargs), **load_eagles(target, folder, **kwargs)}
     if not drafts:
         raise ValueError(f"no drafts in {paths.DATA / 'drafts' / family}; train them: python -m specnb.distill train --family {family}")
     return drafts

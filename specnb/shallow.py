@@ -20,7 +20,8 @@ Leviathan's rule handles exactly.
 - ``shallow_draft(target, layers, vocab_ids)``: the draft, untrained (the "truncated self-draft").
 - ``own_state(draft)``: its weights that are not the target's.
 - ``save_draft`` / ``load_draft``: one file each way; ``load_draft`` rebuilds the draft on a target.
-- ``load_drafts(target, folder)``: every draft in a folder, by name.
+- ``load_drafts(target, folder)``: every shallow draft in a folder, by name (``read_metadata``'s
+  ``kind`` tells them from the EAGLE drafts of ``specnb.eagle`` stored beside them).
 
 Shared ground: imports nothing of specnb but ``atomic`` (``specnb.models.load_family`` and the
 trainer ``specnb.distill`` both build on it).
@@ -146,12 +147,12 @@ def save_draft(draft, path: str | Path, *, spec: DraftSpec, target_name: str, re
 
 
 def read_metadata(path: str | Path) -> dict:
-    """``{"spec": DraftSpec, "target": str, "record": dict}`` of a saved draft."""
+    """``{"kind": "shallow" or "eagle", "spec": DraftSpec, "target": str, "record": dict}`` of a saved draft."""
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
     spec = json.loads(meta["spec"])
-    return {"spec": DraftSpec(spec["name"], tuple(spec["layers"]), spec["init"]), "target": meta["target"],
-            "record": json.loads(meta["record"])}
+    return {"kind": meta.get("kind", "shallow"), "spec": DraftSpec(spec["name"], tuple(spec["layers"]), spec["init"]),
+            "target": meta["target"], "record": json.loads(meta["record"])}
 
 
 def load_draft(target, path: str | Path, *, full_head: bool = False) -> nn.Module:
@@ -161,6 +162,8 @@ def load_draft(target, path: str | Path, *, full_head: bool = False) -> nn.Modul
     if not path.exists():
         raise ValueError(f"no draft at {path}; train one with `python -m specnb.distill train`")
     meta = read_metadata(path)
+    if meta["kind"] != "shallow":
+        raise ValueError(f"{path} is a {meta['kind']} draft, not a shallow one; load it with specnb.eagle.load_eagle")
     with safe_open(str(path), framework="pt") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     ids = tensors.pop("vocab_ids", None)
@@ -174,5 +177,7 @@ def load_draft(target, path: str | Path, *, full_head: bool = False) -> nn.Modul
 
 
 def load_drafts(target, folder: str | Path, **kwargs) -> dict[str, nn.Module]:
-    """name -> draft for every ``*.safetensors`` draft in ``folder``, sorted by name."""
-    return {p.stem: load_draft(target, p, **kwargs) for p in sorted(Path(folder).glob("*.safetensors"))}
+    """name -> draft for every shallow ``*.safetensors`` draft in ``folder``, sorted by name
+    (EAGLE drafts are ``specnb.eagle.load_eagles``'s)."""
+    paths = sorted(Path(folder).glob("*.safetensors"))
+    return {p.stem: load_draft(target, p, **kwargs) for p in paths if read_metadata(p)["kind"] == "shallow"}

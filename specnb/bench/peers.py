@@ -3,7 +3,8 @@
 - ``peer_methods(target, drafts, k, eos_token_id)``: the peers of notebook 07, as name ->
   ``fn(input_ids) -> GenerationResult``: HF greedy, specnb autoregressive, HF prompt lookup, specnb
   prompt lookup, and per draft HF assisted and specnb SpS at the same fixed k (and specnb's
-  hybrid: prompt lookup, the draft where nothing matches).
+  hybrid: prompt lookup, the draft where nothing matches). An EAGLE draft has no HF assisted peer:
+  Hugging Face's assisted generation drafts with a causal LM.
 - ``interleaved_runs(methods, prompts, runs)``: every method on every prompt, ``runs`` times; the
   order of methods rotates with each (run, prompt), so drift and thermal state hit all alike. One
   tidy row per (run, prompt, method): decode and TTFT seconds, tokens, accepted and judged draft
@@ -57,7 +58,7 @@ def peer_methods(target, drafts: Mapping[str, object], k: int, *, max_new_tokens
     methods["specnb prompt lookup"] = lambda p: speculative_generate(target, PromptLookupDraft(), p, max_new_tokens, k=k,
                                                                      generator=g("pl"), **common)
     for name, draft in drafts.items():
-        if hf:
+        if hf and not callable(getattr(draft, "as_source", None)):  # HF's assisted generation takes a causal LM, not EAGLE
             methods[f"HF assisted {name}"] = lambda p, d=draft, n=name: hf_generate(target, p, max_new_tokens, draft=d, k=k,
                                                                                     generator=g(f"asg {n}"), **common)
         methods[f"specnb SpS {name}"] = lambda p, d=draft, n=name: speculative_generate(target, d, p, max_new_tokens, k=k,

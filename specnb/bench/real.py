@@ -3,8 +3,8 @@
 
 - ``self_drafts(target)``: the untrained truncated self-drafts (first 1 and 2 layers, full head),
   the floor every trained draft must beat.
-- ``drafts_card(drafts, folder)``: what each draft is: layers, own parameters, bytes stored,
-  head tokens, training steps, tokens and minutes, held-out top-1 agreement.
+- ``drafts_card(drafts, folder)``: what each draft is: layers, own parameters and their dtype,
+  bytes stored, head tokens, training steps, tokens and minutes, held-out top-1 agreement.
 - ``k_sweep(target, draft, prompts, ks)``: SpS at every k against specnb autoregressive, one
   interleaved run; speedup and alpha per k with CIs; ``stats.k_star_set`` reads K* from it.
 - ``draft_sweep(target, drafts, prompts, k)``: every draft at one k, interleaved; speedup, alpha,
@@ -48,9 +48,10 @@ def drafts_card(drafts: Mapping[str, torch.nn.Module], folder: str | Path | None
     """One row per draft; trained ones (a file in ``folder``) carry their training record."""
     rows = []
     for name, d in drafts.items():
-        own = sum(p.numel() for n, p in d.named_parameters() if not n.startswith(("model.embed_tokens", "lm_head")))
+        mine = [p for n, p in d.named_parameters() if "embed_tokens." not in n and not n.startswith("lm_head.")]
         ids = getattr(d.lm_head, "ids", None)
-        row = {"draft": name, "layers": d.config.num_hidden_layers, "own_params_M": own / 1e6,
+        row = {"draft": name, "layers": d.config.num_hidden_layers, "own_params_M": sum(p.numel() for p in mine) / 1e6,
+               "dtype": str(mine[0].dtype).removeprefix("torch.") if mine else "",
                "head_tokens": int(ids.numel()) if ids is not None else d.config.vocab_size}
         path = Path(folder) / f"{name}.safetensors" if folder is not None else None
         if path is not None and path.exists():

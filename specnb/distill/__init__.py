@@ -5,11 +5,15 @@ head, stored as their own layers only) are ``specnb.shallow``, re-exported here.
 
 - ``train``: ``distill``, resumable distillation of several drafts that share one teacher pass per
   batch (KL to the target's distribution over the head's tokens), checkpointed to disk.
-- ``cli``: ``python -m specnb.distill train|status|export``.
+- ``features``: the target's last hidden states over a token stream, extracted once (resumable).
+- ``eagle``: resumable training of an EAGLE draft (``specnb.eagle``) on those features.
+- ``cli``: ``python -m specnb.distill train|status|export|eagle``.
 """
 
 from ..shallow import DraftSpec, SubsetHead, frequent_tokens, load_draft, load_drafts, own_state, save_draft, shallow_draft
+from .eagle import EagleSettings, train_eagle
+from .features import extract_features, load_features
 from .train import DistillSettings, distill
 
 __all__ = ["SubsetHead", "frequent_tokens", "DraftSpec", "shallow_draft", "own_state", "save_draft", "load_draft",
-           "load_drafts", "DistillSettings", "distill"]
+           "load_drafts", "DistillSettings", "distill", "EagleSettings", "train_eagle", "extract_features", "load_features"]

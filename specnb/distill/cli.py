@@ -3,6 +3,8 @@
 - ``train``: distill the drafts of ``DRAFTS`` (resumable; run it again to continue), then export.
 - ``export``: write each student of the checkpoint to ``data/drafts/FAMILY/NAME.safetensors``.
 - ``status``: the last held-out KL and top-1 agreement of each student.
+- ``eagle``: the EAGLE draft (``specnb.eagle``): the target's features over the training text
+  (stored once, resumable), then resumable training, then export to ``data/drafts/FAMILY/eagle.safetensors``.
 
 Training text is the train split of the standard-library corpus (``specnb.corpus``): code and
 its English docstrings, none of it a HumanEval or chat prompt of notebook 07.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +24,8 @@ from ..corpus import corpus_tokens, heldout_windows
 from ..packaged import cache_dir
 from ..paths import DATA
 from ..shallow import DraftSpec, frequent_tokens, save_draft, shallow_draft
+from .eagle import EagleSettings, heldout_agreement, train_eagle
+from .features import extract_features, load_features
 from .train import DistillSettings, distill
 
 #: family -> (target, drafts); a depth-pruned draft's layers are chosen by Block Influence at train time.
@@ -73,9 +78,37 @@ def export(out_dir: Path, name: str, specs, students: dict, log: pd.DataFrame, s
     return out
 
 
+def eagle(family: str, *, vocab: int, train_tokens: int, steps: int, minutes: float | None, work: Path, out: Path) -> Path:
+    """Features, training and export of the family's EAGLE draft; every stage resumes."""
+    from ..eagle import EagleDraft, save_eagle
+    from ..models import load_model, load_tokenizer
+
+    name = FAMILIES[family][0]
+    target = load_model(name)
+    for p in target.parameters():
+        p.requires_grad_(False)
+    tok = load_tokenizer(name)
+    ids = frequent_tokens(corpus_tokens(tok, split="train", max_tokens=4_000_000), vocab, target.config.vocab_size,
+                          always=tuple(tok.all_special_ids))  # the shallow drafts' subset (same text, same rule)
+    feats_dir = extract_features(target, corpus_tokens(tok, split="train", max_tokens=train_tokens), work / "features")
+    val_dir = extract_features(target, corpus_tokens(tok, split="validation", max_tokens=40_000)[:4096], work / "val-features",
+                               chunk=8, progress=False)
+    features, windows = load_features(feats_dir)
+    draft = EagleDraft(target, ids)
+    settings = EagleSettings(steps=steps)
+    log = train_eagle(target, draft, features, windows, work / "train", settings, val=load_features(val_dir), minutes=minutes)
+    train, ev = log[log.kind == "train"], log[log.kind == "eval"]
+    top1 = float(ev.top1.iloc[-1]) if len(ev) else heldout_agreement(target, draft, *load_features(val_dir))
+    record = {"steps": int(train.step.max()) if len(train) else 0, "tokens": int(train.tokens.max()) if len(train) else 0,
+              "minutes": round(float(log.seconds.max()) / 60, 1) if len(log) else 0.0, "vocab_subset": len(ids),
+              "feature_tokens": int(windows.numel()), "heldout_top1": top1, "settings": asdict(settings),
+              "data": "stdlib corpus, train split: the target's features (bf16) over it"}
+    return save_eagle(draft, out / "eagle.safetensors", name="eagle", target_name=name, record=record)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m specnb.distill", description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["train", "export", "status"])
+    parser.add_argument("command", choices=["train", "export", "status", "eagle"])
     parser.add_argument("--family", default="smollm2", choices=sorted(FAMILIES))
     parser.add_argument("--minutes", type=float, default=None, help="stop after this long (resume later)")
     parser.add_argument("--steps", type=int, default=DistillSettings.steps, help="the schedule's total steps")
@@ -85,6 +118,12 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="where drafts are written (default: data/drafts/FAMILY)")
     args = parser.parse_args(argv)
     work = args.work or work_dir(args.family)
+    if args.command == "eagle":
+        path = eagle(args.family, vocab=args.vocab, train_tokens=args.train_tokens, steps=args.steps,
+                     minutes=args.minutes, work=args.work or cache_dir() / "eagle" / args.family,
+                     out=args.out or drafts_dir(args.family))
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+        return
     if args.command == "status":
         log = pd.read_csv(work / "log.csv")
         print(log[log.kind == "eval"].groupby("student").tail(1).to_string(index=False))

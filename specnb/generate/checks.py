@@ -34,6 +34,9 @@ def max_positions(model) -> int | None:
 
 
 def check_model(model, role: str) -> None:
+    if callable(getattr(model, "as_source", None)):
+        raise ValueError(f"{role} ({type(model).__name__}) drafts from the target's features inside specnb's loop and is "
+                         "no causal LM; pass it to speculative_generate (Hugging Face's assisted generation needs a causal LM)")
     if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
         raise ValueError(f"{role} must be a Hugging Face causal LM (a PreTrainedModel); got {type(model).__name__}")
     if getattr(model.config, "is_encoder_decoder", False):

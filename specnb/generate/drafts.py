@@ -17,8 +17,9 @@ as a model.
   prompt + output (Saxena 2023, "Prompt Lookup Decoding"; Hugging Face's
   ``PromptLookupCandidateGenerator``, ``generate(prompt_lookup_num_tokens=...)``, same rule).
 - ``HybridDraft(model)``: prompt lookup where an n-gram matches, the model draft where none does.
-  A source with a ``model`` and ``bind(step, do_sample=, temperature=, generator=)`` is given the
-  model's step by ``speculative_generate``.
+  A source with a ``model`` and ``bind(step, do_sample=, temperature=, generator=, source=)`` is
+  given the model's step by ``speculative_generate``, or the model's own source when it builds one
+  (``HybridDraft(EagleDraft)``).
 """
 
 from __future__ import annotations
@@ -123,8 +124,11 @@ class HybridDraft:
     def calls(self) -> int:
         return self.inner.calls if self.inner is not None else 0
 
-    def bind(self, step, *, do_sample: bool, temperature: float, generator: torch.Generator | None) -> None:
-        self.inner = ModelDraft(step, do_sample=do_sample, temperature=temperature, generator=generator)
+    def bind(self, step, *, do_sample: bool, temperature: float, generator: torch.Generator | None, source=None) -> None:
+        """Draft with ``ModelDraft(step)``, or with ``source`` when the model builds its own
+        (``EagleDraft.as_source``: it sees every target forward, looked-up iterations included)."""
+        self.inner = source if source is not None else ModelDraft(step, do_sample=do_sample, temperature=temperature,
+                                                                  generator=generator)
         self.looked_up = self.drafted = 0
 
     def prefill(self, prompt: torch.Tensor) -> None:

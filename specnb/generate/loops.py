@@ -190,7 +190,8 @@ def speculative_generate(target, draft, input_ids: torch.Tensor, max_new_tokens:
     Greedy output is token-identical to ``target.generate(do_sample=False)``; sampled output is
     distributed exactly as the target's. ``draft`` is a model sharing the target's vocabulary, or
     a draft source (``specnb.generate.drafts``: ``PromptLookupDraft()``, or any object with
-    ``prefill``, ``propose`` and ``accept``).
+    ``prefill``, ``propose`` and ``accept``), or a module that builds one from the target
+    (``as_source(target, ...)``: ``specnb.eagle.EagleDraft``).
 
     ``k``: draft tokens per iteration, or a schedule (``specnb.generate.schedules``: ``ConstantK``,
     ``HeuristicK``, ``AdaptiveK`` or any object with ``next_k()``, ``update(accepted, proposed)``
@@ -202,21 +203,31 @@ def speculative_generate(target, draft, input_ids: torch.Tensor, max_new_tokens:
     steps; CUDA graphs on a GPU; a schedule needs a bound ``k_max``). Same tokens and statistics.
     """
     check_backend(backend)
-    model = None if is_draft_source(draft) else draft
+    builds_source = isinstance(draft, torch.nn.Module) and callable(getattr(draft, "as_source", None))  # an EagleDraft
+    if builds_source and backend == "compiled":
+        raise ValueError(f"{type(draft).__name__} reads the target's features through a forward hook, which the compiled "
+                         "backend does not run; use backend='eager' or 'static'")
+    model = None if builds_source or is_draft_source(draft) else draft
     bound = getattr(draft, "model", None) if model is None and callable(getattr(draft, "bind", None)) else None
     if bound is not None and backend == "compiled":
         raise ValueError(f"{type(draft).__name__} feeds its model a varying number of tokens, which the compiled "
                          "backend would recompile for; use backend='eager' or 'static'")
-    validate(target, model if bound is None else bound, input_ids, max_new_tokens, k if isinstance(k, int) else None,
-             do_sample, temperature, verify)
+    inner_source = bound is not None and callable(getattr(bound, "as_source", None))  # e.g. HybridDraft(EagleDraft)
+    validate(target, model if bound is None or inner_source else bound, input_ids, max_new_tokens,
+             k if isinstance(k, int) else None, do_sample, temperature, verify)
     schedule, k_max, label = _schedule_for(k, backend)
     scheduled_k(schedule, k_max)  # a schedule that cannot give a valid first k fails before any forward
     generator = check_generator(target.device, generator)
     prompt = input_ids.to(target.device)
-    t_step, d_step, compile_s = make_steps(target, model if bound is None else bound, backend,
+    t_step, d_step, compile_s = make_steps(target, model if bound is None or inner_source else bound, backend,
                                            prompt.shape[1] + max_new_tokens, k_max)
-    if bound is not None:  # a source that drafts with a model of its own: give it the model's step
-        draft.bind(d_step, do_sample=do_sample, temperature=temperature, generator=generator)
+    sampling = dict(do_sample=do_sample, temperature=temperature, generator=generator)
+    if inner_source:  # a source that drafts with a source-building module: give it that source
+        draft.bind(None, source=bound.as_source(target, **sampling), **sampling)
+    elif bound is not None:  # a source that drafts with a model of its own: give it the model's step
+        draft.bind(d_step, **sampling)
+    if builds_source:
+        draft = draft.as_source(target, do_sample=do_sample, temperature=temperature, generator=generator)
     source = draft if model is None else ModelDraft(d_step, do_sample=do_sample, temperature=temperature, generator=generator)
     fields, seconds, ttft = _timed(lambda on_first_token: speculative_decode(
         t_step, source, prompt, max_new_tokens, schedule, do_sample=do_sample, temperature=temperature,
