@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from ..atomic import atomic_path, write_csv
 from ..eagle import EagleDraft, eagle_loss, own_state
+from .train import lr_at
 
 __all__ = ["EagleSettings", "train_eagle", "heldout_agreement"]
 
@@ -40,13 +41,6 @@ class EagleSettings:
     autocast: bool = True
     checkpoint_minutes: float = 5.0
     eval_every: int = 100
-
-
-def _lr(step: int, s: EagleSettings) -> float:
-    if step < s.warmup:
-        return s.lr * (step + 1) / s.warmup
-    progress = min(1.0, (step - s.warmup) / max(1, s.steps - s.warmup))
-    return s.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def _batch_index(n: int, step: int, s: EagleSettings) -> torch.Tensor:
@@ -102,7 +96,7 @@ def train_eagle(target, draft: EagleDraft, features: torch.Tensor, ids: torch.Te
     try:
         while step < min(settings.steps, until or settings.steps) and time.time() < deadline:
             idx = _batch_index(len(ids), step, settings)
-            rate = _lr(step, settings)
+            rate = lr_at(step, settings)
             for g in optim.param_groups:
                 g["lr"] = rate
             draft.train()

@@ -64,7 +64,8 @@ def _kl(logp_t: torch.Tensor, logp_s: torch.Tensor) -> torch.Tensor:
     return (logp_t.exp() * (logp_t - logp_s)).sum(-1).mean()
 
 
-def _lr(step: int, s: DistillSettings) -> float:
+def lr_at(step: int, s) -> float:
+    """Linear warm-up over ``s.warmup`` steps, then cosine decay to 0.1 of ``s.lr`` at ``s.steps``."""
     if step < s.warmup:
         return s.lr * (step + 1) / s.warmup
     progress = min(1.0, (step - s.warmup) / max(1, s.steps - s.warmup))
@@ -132,7 +133,7 @@ def distill(target, students: dict, tokens, out_dir: str | Path, settings: Disti
             x = stream.batch(step)[:, :-1].to(target.device)  # (B, T)
             with torch.no_grad():
                 logp_t = _subset_logprobs(target, heads[0], x, settings.autocast)
-            rate = _lr(step, settings)
+            rate = lr_at(step, settings)
             for name, s in students.items():
                 s.train()
                 for g in optims[name].param_groups:
