@@ -253,3 +253,18 @@ def test_an_eagle_draft_times_and_cards_like_any_draft(target, tmp_path):
                                               or "layers" in k)
     assert card["init"].startswith("eagle") and card["dtype"] == "float32"
     assert drafts_card({"eagle": draft.cast(torch.bfloat16)}, tmp_path).iloc[0]["dtype"] == "bfloat16"
+
+
+def test_on_policy_text_opens_at_documented_functions_and_is_the_targets_greedy_output(target):
+    from specnb.distill.onpolicy import function_prompts, greedy_continuations
+    from specnb.models import load_tokenizer
+
+    tok = load_tokenizer("zoo/target")
+    windows = function_prompts(tok, 5, 24)
+    assert windows.shape == (5, 24) and all(tok.decode(w).startswith("def ") for w in windows)
+    assert torch.equal(windows, function_prompts(tok, 5, 24)) and not torch.equal(windows, function_prompts(tok, 5, 24, seed=1))
+    ids = torch.randint(2, 96, (3, 6), generator=torch.Generator().manual_seed(0))
+    out = greedy_continuations(target, ids, 8, batch=2, autocast=False, progress=False)
+    assert out.shape == (3, 14)
+    for row in range(3):
+        assert torch.equal(out[row : row + 1], hf_greedy(target, ids[row : row + 1], 8))

@@ -4,7 +4,9 @@
 - ``export``: write each student of the checkpoint to ``data/drafts/FAMILY/NAME.safetensors``.
 - ``status``: the last held-out KL and top-1 agreement of each student.
 - ``eagle``: the EAGLE draft (``specnb.eagle``): the target's features over the training text
-  (stored once, resumable), then resumable training, then export to ``data/drafts/FAMILY/eagle.safetensors``.
+  (stored once, resumable), then resumable training; then the target's own greedy continuations of
+  documented stdlib functions (``onpolicy``) and more steps on them; export to
+  ``data/drafts/FAMILY/eagle.safetensors``.
 
 Training text is the train split of the standard-library corpus (``specnb.corpus``): code and
 its English docstrings, none of it a HumanEval or chat prompt of notebook 07.
@@ -24,8 +26,10 @@ from ..corpus import corpus_tokens, heldout_windows
 from ..packaged import cache_dir
 from ..paths import DATA
 from ..shallow import DraftSpec, frequent_tokens, save_draft, shallow_draft
+from ..atomic import atomic_path
 from .eagle import EagleSettings, heldout_agreement, train_eagle
 from .features import extract_features, load_features
+from .onpolicy import function_prompts, greedy_continuations
 from .train import DistillSettings, distill
 
 #: family -> (target, drafts); a depth-pruned draft's layers are chosen by Block Influence at train time.
@@ -78,8 +82,11 @@ def export(out_dir: Path, name: str, specs, students: dict, log: pd.DataFrame, s
     return out
 
 
-def eagle(family: str, *, vocab: int, train_tokens: int, steps: int, minutes: float | None, work: Path, out: Path) -> Path:
-    """Features, training and export of the family's EAGLE draft; every stage resumes."""
+def eagle(family: str, *, vocab: int, train_tokens: int, steps: int, minutes: float | None, work: Path, out: Path,
+          on_policy: int = 768, on_policy_steps: int = 200) -> Path:
+    """Features, training and export of the family's EAGLE draft; every stage resumes. After the
+    stdlib stage, ``on_policy`` prompts' greedy continuations by the target (128 tokens each) and
+    ``on_policy_steps`` more steps on them (0: none)."""
     from ..eagle import EagleDraft, save_eagle
     from ..models import load_model, load_tokenizer
 
@@ -94,16 +101,40 @@ def eagle(family: str, *, vocab: int, train_tokens: int, steps: int, minutes: fl
     val_dir = extract_features(target, corpus_tokens(tok, split="validation", max_tokens=40_000)[:4096], work / "val-features",
                                chunk=8, progress=False)
     features, windows = load_features(feats_dir)
+    val = load_features(val_dir)
     draft = EagleDraft(target, ids)
     settings = EagleSettings(steps=steps)
-    log = train_eagle(target, draft, features, windows, work / "train", settings, val=load_features(val_dir), minutes=minutes)
-    train, ev = log[log.kind == "train"], log[log.kind == "eval"]
-    top1 = float(ev.top1.iloc[-1]) if len(ev) else heldout_agreement(target, draft, *load_features(val_dir))
-    record = {"steps": int(train.step.max()) if len(train) else 0, "tokens": int(train.tokens.max()) if len(train) else 0,
-              "minutes": round(float(log.seconds.max()) / 60, 1) if len(log) else 0.0, "vocab_subset": len(ids),
-              "feature_tokens": int(windows.numel()), "heldout_top1": top1, "settings": asdict(settings),
+    log = train_eagle(target, draft, features, windows, work / "train", settings, val=val, minutes=minutes)
+    del features, windows
+    record = {**_stage(log), "vocab_subset": len(ids), "settings": asdict(settings),
               "data": "stdlib corpus, train split: the target's features (bf16) over it"}
+    if on_policy and record["steps"] >= steps:  # then the target's own text (``onpolicy``), held out: the last 64 windows
+        seqs_path = work / "onpolicy.pt"
+        if not seqs_path.exists():
+            seqs = greedy_continuations(target, function_prompts(tok, on_policy, 64), 128)
+            with atomic_path(seqs_path) as tmp:
+                torch.save(seqs, tmp)
+        seqs = torch.load(seqs_path)
+        op_dir = extract_features(target, seqs.reshape(-1).numpy(), work / "onpolicy-features", seq_len=seqs.shape[1])
+        f, w = load_features(op_dir)
+        tune = EagleSettings(steps=on_policy_steps, batch=16, lr=3e-4, warmup=10, eval_every=50)
+        log2 = train_eagle(target, draft, f[:-64], w[:-64], work / "onpolicy-train", tune, val=val, minutes=minutes)
+        record["on_policy"] = {**_stage(log2), "prompts": len(seqs), "new_tokens": seqs.shape[1] - 64, "settings": asdict(tune),
+                               "heldout_top1_on_policy": heldout_agreement(target, draft, f[-64:], w[-64:]),
+                               "data": "the target's greedy continuations of 64-token openings of documented stdlib "
+                                       "functions (train split)"}
+        record["heldout_top1"] = record["on_policy"]["heldout_top1"]
+        record["steps"] += record["on_policy"]["steps"]
+        record["tokens"] += record["on_policy"]["tokens"]
+        record["minutes"] = round(record["minutes"] + record["on_policy"]["minutes"], 1)
     return save_eagle(draft, out / "eagle.safetensors", name="eagle", target_name=name, record=record)
+
+
+def _stage(log: pd.DataFrame) -> dict:
+    train, ev = log[log.kind == "train"], log[log.kind == "eval"]
+    return {"steps": int(train.step.max()) if len(train) else 0, "tokens": int(train.tokens.max()) if len(train) else 0,
+            "minutes": round(float(log.seconds.max()) / 60, 1) if len(log) else 0.0,
+            "heldout_top1": float(ev.top1.iloc[-1]) if len(ev) else None}
 
 
 def main(argv=None) -> None:
@@ -114,6 +145,8 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=DistillSettings.steps, help="the schedule's total steps")
     parser.add_argument("--vocab", type=int, default=16384, help="tokens kept in the drafts' head (FR-Spec)")
     parser.add_argument("--train-tokens", type=int, default=4_000_000)
+    parser.add_argument("--on-policy", type=int, default=768, help="eagle: prompts whose greedy continuations it trains on after the stdlib stage (0: none)")
+    parser.add_argument("--on-policy-steps", type=int, default=200, help="eagle: steps on those continuations")
     parser.add_argument("--work", type=Path, default=None, help="checkpoint folder (default: data/cache/distill/FAMILY)")
     parser.add_argument("--out", type=Path, default=None, help="where drafts are written (default: data/drafts/FAMILY)")
     args = parser.parse_args(argv)
@@ -121,7 +154,7 @@ def main(argv=None) -> None:
     if args.command == "eagle":
         path = eagle(args.family, vocab=args.vocab, train_tokens=args.train_tokens, steps=args.steps,
                      minutes=args.minutes, work=args.work or cache_dir() / "eagle" / args.family,
-                     out=args.out or drafts_dir(args.family))
+                     out=args.out or drafts_dir(args.family), on_policy=args.on_policy, on_policy_steps=args.on_policy_steps)
         print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
         return
     if args.command == "status":

@@ -1,0 +1,62 @@
+"""On-policy training text: the target's own greedy continuations of HumanEval-shaped prompts.
+
+A draft is judged on what the target writes, not on human text (DistillSpec, Zhou et al. 2024,
+arXiv:2310.08461, Sec. 4: on-policy data helps most). The prompts here are the openings of
+documented functions of the standard library's train split (signature and docstring, cut to a
+fixed length so a batch needs no padding), never a HumanEval prompt.
+
+- ``function_prompts(tokenizer, n, length)``: ``n`` windows (n, length) starting at ``def`` lines of
+  documented functions, files in a seeded order.
+- ``greedy_continuations(target, prompts, new_tokens, batch)``: (n, length + new_tokens) ids,
+  the prompt then the target's greedy continuation (bf16 autocast: a training text, not a reference).
+"""
+
+from __future__ import annotations
+
+import ast
+import random
+
+import torch
+from tqdm import tqdm
+
+from ..corpus.stdlib import list_stdlib_files, split_of, stdlib_dir
+
+__all__ = ["function_prompts", "greedy_continuations"]
+
+
+def function_prompts(tokenizer, n: int, length: int = 64, *, split: str = "train", seed: int = 0) -> torch.Tensor:
+    """(n, length) token windows opening at documented functions of ``split`` (at most one per 3
+    functions of a file, files shuffled by ``seed``)."""
+    root = stdlib_dir()
+    files = [f for f in list_stdlib_files(root) if split_of(f) == split]
+    random.Random(seed).shuffle(files)
+    out = []
+    for rel in files:
+        try:
+            text = (root / rel).read_text(encoding="utf-8")
+            tree = ast.parse(text)
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        lines = text.splitlines(keepends=True)
+        funcs = [f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and ast.get_docstring(f)]
+        for f in funcs[::3]:
+            ids = tokenizer("".join(lines[f.lineno - 1 :]).lstrip(), add_special_tokens=False).input_ids[:length]
+            if len(ids) == length:
+                out.append(ids)
+            if len(out) == n:
+                return torch.tensor(out)
+    raise ValueError(f"found only {len(out)} documented functions of {length} tokens in the {split!r} split; ask for fewer")
+
+
+@torch.no_grad()
+def greedy_continuations(target, prompts: torch.Tensor, new_tokens: int, *, batch: int = 64, autocast: bool = True,
+                         progress: bool = True) -> torch.Tensor:
+    """The prompts followed by the target's greedy continuation of ``new_tokens`` (never stopped at eos)."""
+    out = []
+    for i in tqdm(range(0, len(prompts), batch), desc="greedy continuations", disable=not progress):
+        x = prompts[i : i + batch].to(target.device)
+        with torch.autocast(target.device.type, dtype=torch.bfloat16, enabled=autocast):
+            seq = target.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=new_tokens,
+                                  min_new_tokens=new_tokens, do_sample=False, eos_token_id=None, pad_token_id=0)
+        out.append(seq.cpu())
+    return torch.cat(out)
