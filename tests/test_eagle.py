@@ -263,6 +263,8 @@ def test_on_policy_text_opens_at_documented_functions_and_is_the_targets_greedy_
     windows = function_prompts(tok, 5, 24)
     assert windows.shape == (5, 24) and all(tok.decode(w).startswith("def ") for w in windows)
     assert torch.equal(windows, function_prompts(tok, 5, 24)) and not torch.equal(windows, function_prompts(tok, 5, 24, seed=1))
+    with pytest.raises(ValueError, match=">= 1"):
+        function_prompts(tok, 0, 24)
     ids = torch.randint(2, 96, (3, 6), generator=torch.Generator().manual_seed(0))
     out = greedy_continuations(target, ids, 8, batch=2, autocast=False, progress=False)
     assert out.shape == (3, 14)

@@ -7,6 +7,7 @@ head, stored as their own layers only) are ``specnb.shallow``, re-exported here.
   batch (KL to the target's distribution over the head's tokens), checkpointed to disk.
 - ``features``: the target's last hidden states over a token stream, extracted once (resumable).
 - ``eagle``: resumable training of an EAGLE draft (``specnb.eagle``) on those features.
+- ``onpolicy``: the target's own greedy continuations of documented stdlib functions (on-policy text).
 - ``cli``: ``python -m specnb.distill train|status|export|eagle``.
 """
 

@@ -27,6 +27,8 @@ __all__ = ["function_prompts", "greedy_continuations"]
 def function_prompts(tokenizer, n: int, length: int = 64, *, split: str = "train", seed: int = 0) -> torch.Tensor:
     """(n, length) token windows opening at documented functions of ``split`` (at most one per 3
     functions of a file, files shuffled by ``seed``)."""
+    if n < 1 or length < 1:
+        raise ValueError(f"n and length must be >= 1; got n={n}, length={length}")
     root = stdlib_dir()
     files = [f for f in list_stdlib_files(root) if split_of(f) == split]
     random.Random(seed).shuffle(files)
@@ -40,7 +42,8 @@ def function_prompts(tokenizer, n: int, length: int = 64, *, split: str = "train
         lines = text.splitlines(keepends=True)
         funcs = [f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and ast.get_docstring(f)]
         for f in funcs[::3]:
-            ids = tokenizer("".join(lines[f.lineno - 1 :]).lstrip(), add_special_tokens=False).input_ids[:length]
+            ids = tokenizer("".join(lines[f.lineno - 1 :]).lstrip(), add_special_tokens=False,
+                            verbose=False).input_ids[:length]  # the rest of the file: no length warning
             if len(ids) == length:
                 out.append(ids)
             if len(out) == n:
