@@ -8,7 +8,7 @@ import sys
 import torch
 
 from .generate import PromptLookupDraft, assisted_generate, autoregressive_generate, speculative_generate
-from .generate.drafts import is_draft_source
+from .generate.drafts import builds_source, is_draft_source
 from .models import load_spec, load_tokenizer
 from .plotting import trace_text
 from .results import append_rows, result_path
@@ -62,7 +62,7 @@ def _methods(names, target, draft, ids, args):
         raise SystemExit(f"unknown method(s) {unknown}; choose from {sorted(table)}")
     if draft is None and any(n != "autoregressive" for n in names):
         raise SystemExit("speculative and assisted methods need --draft")
-    if (is_draft_source(draft) or callable(getattr(draft, "as_source", None))) and "assisted" in names:
+    if (is_draft_source(draft) or builds_source(draft)) and "assisted" in names:
         raise SystemExit("assisted generation needs a draft model (a causal LM); --draft prompt-lookup and EAGLE drafts work with the "
                          "speculative methods")
     return {n: table[n] for n in names}

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from ..generate import (GenerationResult, HybridDraft, PromptLookupDraft, autoregressive_generate, hf_generate, judged_tokens,
                         speculative_generate, synchronize)
+from ..generate.drafts import builds_source
 from ..stats import distinct_ngram_ratio, paired_speedup, pooled_alpha
 from ..timing import environment, rotated
 
@@ -58,7 +59,7 @@ def peer_methods(target, drafts: Mapping[str, object], k: int, *, max_new_tokens
     methods["specnb prompt lookup"] = lambda p: speculative_generate(target, PromptLookupDraft(), p, max_new_tokens, k=k,
                                                                      generator=g("pl"), **common)
     for name, draft in drafts.items():
-        if hf and not callable(getattr(draft, "as_source", None)):  # HF's assisted generation takes a causal LM, not EAGLE
+        if hf and not builds_source(draft):  # HF's assisted generation takes a causal LM, not EAGLE
             methods[f"HF assisted {name}"] = lambda p, d=draft, n=name: hf_generate(target, p, max_new_tokens, draft=d, k=k,
                                                                                     generator=g(f"asg {n}"), **common)
         methods[f"specnb SpS {name}"] = lambda p, d=draft, n=name: speculative_generate(target, d, p, max_new_tokens, k=k,

@@ -15,6 +15,15 @@ import torch
 
 from .stdlib import list_stdlib_files, split_of, stdlib_dir
 
+def split_files(split: str, seed: int = 0) -> tuple:
+    """(stdlib root, the relative paths of ``split``'s files in the order seeded by ``seed``)."""
+    root = stdlib_dir()
+    files = [f for f in list_stdlib_files(root) if split_of(f) == split]
+    if not files:
+        raise ValueError(f"no {split!r} files in {root}; splits are 'train', 'validation' and 'test'")
+    random.Random(seed).shuffle(files)
+    return root, files
+
 __all__ = ["heldout_prompts", "corpus_tokens", "heldout_windows"]
 
 
@@ -23,9 +32,7 @@ def heldout_prompts(tokenizer, n: int, length: int = 64, seed: int = 0, split: s
     files of the zoo corpus's held-out ``split`` of the running interpreter's standard library."""
     if n < 1 or length < 1:
         raise ValueError(f"n and length must be >= 1; got n={n}, length={length}")
-    root = stdlib_dir()
-    files = [f for f in list_stdlib_files(root) if split_of(f) == split]
-    random.Random(seed).shuffle(files)
+    root, files = split_files(split, seed)
     prompts = []
     for rel in files:
         try:
@@ -47,11 +54,7 @@ def corpus_tokens(tokenizer, *, split: str = "test", max_tokens: int = 200_000, 
     tokens followed by the end-of-text id. Needs no cache: any machine with Python can rebuild it."""
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be >= 1; got {max_tokens}")
-    root = stdlib_dir()
-    files = [f for f in list_stdlib_files(root) if split_of(f) == split]
-    if not files:
-        raise ValueError(f"no {split!r} files in {root}; splits are 'train', 'validation' and 'test'")
-    random.Random(seed).shuffle(files)
+    root, files = split_files(split, seed)
     eot = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
     out, total = [], 0
     for rel in files:

@@ -14,12 +14,11 @@ fixed length so a batch needs no padding), never a HumanEval prompt.
 from __future__ import annotations
 
 import ast
-import random
 
 import torch
 from tqdm import tqdm
 
-from ..corpus.stdlib import list_stdlib_files, split_of, stdlib_dir
+from ..corpus.heldout import split_files
 
 __all__ = ["function_prompts", "greedy_continuations"]
 
@@ -29,9 +28,7 @@ def function_prompts(tokenizer, n: int, length: int = 64, *, split: str = "train
     functions of a file, files shuffled by ``seed``)."""
     if n < 1 or length < 1:
         raise ValueError(f"n and length must be >= 1; got n={n}, length={length}")
-    root = stdlib_dir()
-    files = [f for f in list_stdlib_files(root) if split_of(f) == split]
-    random.Random(seed).shuffle(files)
+    root, files = split_files(split, seed)
     out = []
     for rel in files:
         try:

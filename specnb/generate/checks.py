@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from .drafts import builds_source
 from .forward import cache_argument
 
 __all__ = ["validate", "check_model", "check_generator", "check_k", "vocab_size", "max_positions"]
@@ -34,7 +35,7 @@ def max_positions(model) -> int | None:
 
 
 def check_model(model, role: str) -> None:
-    if callable(getattr(model, "as_source", None)):
+    if builds_source(model):
         raise ValueError(f"{role} ({type(model).__name__}) drafts from the target's features inside specnb's loop and is "
                          "no causal LM; pass it to speculative_generate (Hugging Face's assisted generation needs a causal LM)")
     if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):

@@ -28,7 +28,7 @@ import torch
 
 from .sampling import logits_to_probs, sample
 
-__all__ = ["ModelDraft", "PromptLookupDraft", "HybridDraft", "is_draft_source"]
+__all__ = ["ModelDraft", "PromptLookupDraft", "HybridDraft", "is_draft_source", "builds_source"]
 
 
 class ModelDraft:
@@ -65,6 +65,12 @@ class ModelDraft:
 
     def accept(self, n: int, length: int) -> None:
         self.valid = min(self.valid, length + n)
+
+
+def builds_source(obj) -> bool:
+    """Whether ``obj`` is a module that builds its own draft source from the target
+    (``as_source(target, ...)``, e.g. ``specnb.eagle.EagleDraft``) rather than a causal LM."""
+    return isinstance(obj, torch.nn.Module) and callable(getattr(obj, "as_source", None))
 
 
 def is_draft_source(obj) -> bool:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 import torch
 
 from .checks import check_generator, validate, vocab_size
-from .drafts import ModelDraft, is_draft_source
+from .drafts import ModelDraft, builds_source, is_draft_source
 from .forward import synchronize
 from .result import GenerationResult
 from .sampling import correct, first_rejection, judge, next_token, truncate_at_eos
@@ -203,16 +203,16 @@ def speculative_generate(target, draft, input_ids: torch.Tensor, max_new_tokens:
     steps; CUDA graphs on a GPU; a schedule needs a bound ``k_max``). Same tokens and statistics.
     """
     check_backend(backend)
-    builds_source = isinstance(draft, torch.nn.Module) and callable(getattr(draft, "as_source", None))  # an EagleDraft
-    if builds_source and backend == "compiled":
+    own_source = builds_source(draft)  # an EagleDraft
+    if own_source and backend == "compiled":
         raise ValueError(f"{type(draft).__name__} reads the target's features through a forward hook, which the compiled "
                          "backend does not run; use backend='eager' or 'static'")
-    model = None if builds_source or is_draft_source(draft) else draft
+    model = None if own_source or is_draft_source(draft) else draft
     bound = getattr(draft, "model", None) if model is None and callable(getattr(draft, "bind", None)) else None
     if bound is not None and backend == "compiled":
         raise ValueError(f"{type(draft).__name__} feeds its model a varying number of tokens, which the compiled "
                          "backend would recompile for; use backend='eager' or 'static'")
-    inner_source = bound is not None and callable(getattr(bound, "as_source", None))  # e.g. HybridDraft(EagleDraft)
+    inner_source = builds_source(bound)  # e.g. HybridDraft(EagleDraft)
     validate(target, model if bound is None or inner_source else bound, input_ids, max_new_tokens,
              k if isinstance(k, int) else None, do_sample, temperature, verify)
     schedule, k_max, label = _schedule_for(k, backend)
@@ -226,8 +226,8 @@ def speculative_generate(target, draft, input_ids: torch.Tensor, max_new_tokens:
         draft.bind(None, source=bound.as_source(target, **sampling), **sampling)
     elif bound is not None:  # a source that drafts with a model of its own: give it the model's step
         draft.bind(d_step, **sampling)
-    if builds_source:
-        draft = draft.as_source(target, do_sample=do_sample, temperature=temperature, generator=generator)
+    if own_source:
+        draft = draft.as_source(target, **sampling)
     source = draft if model is None else ModelDraft(d_step, do_sample=do_sample, temperature=temperature, generator=generator)
     fields, seconds, ttft = _timed(lambda on_first_token: speculative_decode(
         t_step, source, prompt, max_new_tokens, schedule, do_sample=do_sample, temperature=temperature,
