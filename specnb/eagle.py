@@ -20,7 +20,9 @@ must rebuild the context from tokens alone; this one starts from the target's su
   stays exact (the draft's q is an ordinary distribution). ``EagleDraft.as_source`` builds one;
   ``speculative_generate`` calls it when given an ``EagleDraft``.
 - ``eagle_loss``: EAGLE's training loss, Smooth-L1 on the feature plus ``w_cls`` times the
-  cross-entropy to the target's distribution over the head's tokens (paper Sec. 4: w_cls = 0.1).
+  cross-entropy to the target's distribution over the head's tokens (paper Sec. 4: w_cls = 0.1),
+  optionally over several drafting steps that read the draft's own predictions
+  (``unrolled_features``: EAGLE-3's training-time test, one block attention mask per step).
 - ``save_eagle`` / ``load_eagle``: own weights (fp16) + token subset + training record, one file
   (``shallow.read_metadata`` reads it, kind "eagle"); ``load_eagles(target, folder)``: all of a folder's.
 """
@@ -46,7 +48,7 @@ from .generate.forward import cache_argument, crop
 from .generate.sampling import logits_to_probs, sample
 from .shallow import DraftSpec, SubsetHead, read_metadata
 
-__all__ = ["EagleDraft", "EagleSource", "eagle_loss", "save_eagle", "load_eagle", "load_eagles"]
+__all__ = ["EagleDraft", "EagleSource", "eagle_loss", "unrolled_features", "save_eagle", "load_eagle", "load_eagles"]
 
 SHARED = ("embed_tokens.", "lm_head.")
 
@@ -214,29 +216,70 @@ class EagleSource:
         return torch.stack(tokens), (torch.stack(probs) if self.do_sample else None)
 
 
-def eagle_loss(draft: EagleDraft, features: torch.Tensor, ids: torch.Tensor, *, w_cls: float = 0.1, noise: float = 0.0,
-               generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
-    """EAGLE's loss on teacher-forced windows: ``features`` (B, T, H) the target's, ``ids`` (B, T).
-    Position p predicts f_{p+1} from (f_p + U(-noise, noise), x_{p+1}). Returns (loss, metrics):
-    Smooth-L1 to f_{p+1}, cross-entropy to softmax(head(f_{p+1})) over the head's tokens, and the
-    top-1 agreement of the two heads' argmax."""
-    f = features.float()
-    inputs = f[:, :-1]
+def unrolled_features(draft: EagleDraft, features: torch.Tensor, ids: torch.Tensor, steps: int = 1, *,
+                      noise: float = 0.0, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+    """The draft's predicted features over teacher-forced windows for ``steps`` drafting steps, each
+    as the speculative loop meets it (EAGLE-3's training-time test, Li et al. 2025, arXiv:2503.01840,
+    Sec. 3.2; HASS, Zhang et al. 2024, arXiv:2408.15766). ``features`` (B, T, H) are the target's,
+    ``ids`` (B, T). Entry q reads x_{q+1} and a feature of position q; out[j][:, q] (B, L=T-1, H)
+    predicts f_{q+1}:
+    - step 1 (j = 0) reads the target's f_q (+ U(-noise, noise)), causally: teacher forcing;
+    - step j + 1 reads step j's prediction of f_q and attends to the target-fed entries up to
+      q - j and to its own chain (entry q - j + i of step i + 1, i = 1..j), as the draft does after
+      its first j tokens were accepted. Rows q < j have no such context and are not meaningful.
+    Tokens are the true ones: a step only counts when the draft's earlier tokens were accepted."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1; got {steps}")
+    b, t, _ = features.shape
+    n = t - 1
+    inputs = features[:, :-1]
     if noise:
         inputs = inputs + (torch.rand(inputs.shape, generator=generator, device=inputs.device) * 2 - 1) * noise
-    pred = draft.features(ids[:, 1:], inputs.to(draft.dtype)).float()  # (B, T-1, H)
-    goal = f[:, 1:]
-    reg = F.smooth_l1_loss(pred, goal)
+    emb = draft.body.embed_tokens(ids[:, 1:])  # (B, L, H): x_{q+1}
+    q = torch.arange(n, device=features.device)
+    pos = q.expand(b, n)
+    cache = DynamicCache(config=draft.config)
+    kwargs = {cache_argument(type(draft.body)): cache}
+    out, feed = [], inputs.to(draft.dtype)
+    for j in range(steps):
+        keys = [q[None, :] <= q[:, None] - j] + [q[None, :] == q[:, None] - j + i for i in range(1, j + 1)]
+        mask = torch.cat(keys, dim=1)[None, None].expand(b, 1, n, (j + 1) * n)  # (B, 1, L, (j+1) L), True: attend
+        x = draft.fc(torch.cat([emb.to(feed.dtype), feed], dim=-1))
+        h = draft.body(inputs_embeds=x, position_ids=pos, attention_mask=mask, use_cache=True, **kwargs).last_hidden_state
+        out.append(h)
+        feed = torch.cat([torch.zeros_like(h[:, :1]), h[:, :-1]], dim=1)  # entry q reads the prediction made at q - 1
+    return out
+
+
+def eagle_loss(draft: EagleDraft, features: torch.Tensor, ids: torch.Tensor, *, w_cls: float = 0.1, noise: float = 0.0,
+               generator: torch.Generator | None = None, steps: int = 1) -> tuple[torch.Tensor, dict]:
+    """EAGLE's loss on teacher-forced windows: ``features`` (B, T, H) the target's, ``ids`` (B, T).
+    Position p predicts f_{p+1} from (f_p + U(-noise, noise), x_{p+1}); with ``steps`` > 1 the
+    draft's own predictions feed the later steps (``unrolled_features``) and the loss is the mean
+    over steps, each on the rows that have its context. Returns (loss, metrics): Smooth-L1 to
+    f_{p+1}, cross-entropy to softmax(head(f_{p+1})) over the head's tokens, and the top-1 agreement
+    of the two heads' argmax (``top1``: step 1; ``top1_s{j}``: step j)."""
+    f = features.float()
     head = draft.lm_head
     subset = head.subset_logits if isinstance(head, SubsetHead) else head
     with torch.no_grad():
-        t_logits = subset(goal)
+        t_logits = subset(f[:, 1:])
         p_t = t_logits.softmax(-1)
-    s_logits = subset(pred).float()
-    cls = -(p_t * s_logits.log_softmax(-1)).sum(-1).mean()
-    top1 = (s_logits.argmax(-1) == t_logits.argmax(-1)).float().mean()
-    return reg + w_cls * cls, {"reg": reg.detach().item(),
-                               "cls": cls.detach().item(), "top1": top1.item()}
+        t_top = t_logits.argmax(-1)
+    preds = unrolled_features(draft, features, ids, steps, noise=noise, generator=generator)
+    loss, metrics = 0.0, {}
+    for j, pred in enumerate(preds):
+        pred = pred[:, j:].float()  # rows with step j + 1's context
+        reg = F.smooth_l1_loss(pred, f[:, 1 + j :])
+        s_logits = subset(pred).float()
+        cls = -(p_t[:, j:] * s_logits.log_softmax(-1)).sum(-1).mean()
+        top1 = (s_logits.argmax(-1) == t_top[:, j:]).float().mean().item()
+        loss = loss + (reg + w_cls * cls) / steps
+        if j == 0:
+            metrics |= {"reg": reg.detach().item(), "cls": cls.detach().item(), "top1": top1}
+        else:
+            metrics[f"top1_s{j + 1}"] = top1
+    return loss, metrics
 
 
 def own_state(draft: EagleDraft) -> dict[str, torch.Tensor]:
@@ -272,8 +315,8 @@ def load_eagle(target, path: str | Path, *, full_head: bool = False, dtype: torc
     spec = json.loads(meta["spec"])
     ids = tensors.pop("vocab_ids", None)
     draft = EagleDraft(target, None if full_head else ids, init_layer=spec["layers"][0])
-    dtype = next(target.parameters()).dtype
-    missing, unexpected = draft.load_state_dict({k: v.to(dtype) for k, v in tensors.items()}, strict=False)
+    base = next(target.parameters()).dtype
+    missing, unexpected = draft.load_state_dict({k: v.to(base) for k, v in tensors.items()}, strict=False)
     if unexpected or any(not any(k.startswith(s) or f".{s}" in k for s in SHARED) for k in missing):
         raise ValueError(f"{path} does not fit this target (missing {missing[:3]}, unexpected {unexpected[:3]}); "
                          f"it was trained for {meta.get('target')!r}")

@@ -7,13 +7,14 @@ import gc
 import numpy as np
 import pytest
 import torch
+from transformers import DynamicCache
 
 from conftest import PROMPT, K, N_NEW_SAMPLED, V, chi2_pvalue, exact_joint, hf_greedy, prompts, sampled_continuations
 from specnb import speculative_generate
 from specnb.generate import HybridDraft
 from specnb.distill.eagle import EagleSettings, heldout_agreement, train_eagle
 from specnb.distill.features import extract_features, load_features
-from specnb.eagle import EagleDraft, EagleSource, eagle_loss, load_eagle, load_eagles, own_state, save_eagle
+from specnb.eagle import EagleDraft, EagleSource, eagle_loss, load_eagle, load_eagles, own_state, save_eagle, unrolled_features
 from specnb.models import tiny_model
 from specnb.shallow import load_draft, load_drafts, read_metadata
 
@@ -169,6 +170,8 @@ def test_save_and_load_round_trip(target, tmp_path):
     assert torch.allclose(back.features(x, f), draft.features(x, f), atol=2e-2)
     assert read_metadata(path)["record"] == {"steps": 2}
     assert read_metadata(path)["kind"] == "eagle"
+    half = load_eagle(target, path, dtype=torch.bfloat16)
+    assert half.fc.weight.dtype == torch.bfloat16 and half.embed_tokens.weight.dtype == torch.float32
     with pytest.raises(ValueError, match="load_eagle"):
         load_draft(target, path)
     assert load_drafts(target, tmp_path) == {} and set(load_eagles(target, tmp_path)) == {"eagle"}
@@ -222,6 +225,41 @@ def test_eagle_loss_weights_its_two_terms(target):
         load_features(f"/nonexistent-{id(d)}")
 
 
+@torch.no_grad()
+def test_unrolled_steps_are_what_the_draft_computes_when_it_drafts_from_its_own_features(target):
+    d = _perturbed(EagleDraft(target), seed=2)
+    f = torch.randn(2, 9, target.config.hidden_size)
+    ids = torch.randint(0, 96, (2, 9), generator=torch.Generator().manual_seed(3))
+    out = unrolled_features(d, f, ids, 3)
+    assert [o.shape for o in out] == [(2, 8, target.config.hidden_size)] * 3
+    assert torch.allclose(out[0], d.features(ids[:, 1:], f[:, :-1]), atol=1e-5)  # step 1: teacher forcing
+    for p in range(6):  # the loop: target features up to entry p, then two steps on its own predictions
+        cache = DynamicCache(config=d.config)
+        h1 = d.features(ids[:, 1 : p + 2], f[:, : p + 1], cache)[:, -1:]
+        h2 = d.features(ids[:, p + 2 : p + 3], h1, cache)
+        h3 = d.features(ids[:, p + 3 : p + 4], h2, cache)
+        assert torch.allclose(out[0][:, p], h1[:, 0], atol=1e-5)
+        assert torch.allclose(out[1][:, p + 1], h2[:, 0], atol=1e-5), p
+        assert torch.allclose(out[2][:, p + 2], h3[:, 0], atol=1e-5), p
+    with pytest.raises(ValueError, match="steps"):
+        unrolled_features(d, f, ids, 0)
+
+
+def test_eagle_loss_over_steps_averages_each_steps_terms(target):
+    d = _perturbed(EagleDraft(target), seed=5)
+    f = torch.randn(2, 7, target.config.hidden_size)
+    ids = torch.randint(0, 96, (2, 7), generator=torch.Generator().manual_seed(1))
+    one, m1 = eagle_loss(d, f, ids, w_cls=0.0)
+    two, m2 = eagle_loss(d, f, ids, w_cls=0.0, steps=2)
+    assert m2["reg"] == pytest.approx(m1["reg"], rel=1e-5) and "top1_s2" in m2 and "top1_s2" not in m1
+    with torch.no_grad():
+        second = unrolled_features(d, f, ids, 2)[1][:, 1:]
+    reg2 = torch.nn.functional.smooth_l1_loss(second, f[:, 2:]).item()
+    assert two.item() == pytest.approx((m1["reg"] + reg2) / 2, rel=1e-4)
+    two.backward()
+    assert d.fc.weight.grad is not None and d.fc.weight.grad.abs().sum() > 0
+
+
 def test_draft_quality_scores_eagle_on_the_target_features(target):
     from specnb.corpus import heldout_windows
     from specnb.measure import draft_quality
@@ -255,7 +293,7 @@ def test_an_eagle_draft_times_and_cards_like_any_draft(target, tmp_path):
     assert drafts_card({"eagle": draft.cast(torch.bfloat16)}, tmp_path).iloc[0]["dtype"] == "bfloat16"
 
 
-def test_on_policy_text_opens_at_documented_functions_and_is_the_targets_greedy_output(target):
+def test_on_policy_text_opens_at_documented_functions_and_is_the_targets_greedy_output(target, tmp_path):
     from specnb.distill.onpolicy import function_prompts, greedy_continuations
     from specnb.models import load_tokenizer
 
@@ -270,3 +308,12 @@ def test_on_policy_text_opens_at_documented_functions_and_is_the_targets_greedy_
     assert out.shape == (3, 14)
     for row in range(3):
         assert torch.equal(out[row : row + 1], hf_greedy(target, ids[row : row + 1], 8))
+    kept = greedy_continuations(target, ids, 8, batch=2, autocast=False, out_dir=tmp_path, progress=False)
+    assert torch.equal(kept, out) and len(list(tmp_path.glob("chunk-*.pt"))) == 2
+    fake = out[:2].clone()
+    fake[:, 6:] = 0
+    torch.save(fake, tmp_path / "chunk-00000.pt")  # a kept batch is read, not generated again
+    assert torch.equal(greedy_continuations(target, ids, 8, batch=2, autocast=False, out_dir=tmp_path, progress=False)[:2], fake)
+    with pytest.raises(ValueError, match="other prompts"):
+        greedy_continuations(target, ids.flip(0), 8, batch=2, autocast=False, out_dir=tmp_path, progress=False)
+

@@ -26,7 +26,6 @@ from ..corpus import corpus_tokens, heldout_windows
 from ..packaged import cache_dir
 from ..paths import DATA
 from ..shallow import DraftSpec, frequent_tokens, save_draft, shallow_draft
-from ..atomic import atomic_path
 from .eagle import EagleSettings, heldout_agreement, train_eagle
 from .features import extract_features, load_features
 from .onpolicy import function_prompts, greedy_continuations
@@ -83,10 +82,10 @@ def export(out_dir: Path, name: str, specs, students: dict, log: pd.DataFrame, s
 
 
 def eagle(family: str, *, vocab: int, train_tokens: int, steps: int, minutes: float | None, work: Path, out: Path,
-          on_policy: int = 768, on_policy_steps: int = 200) -> Path:
+          on_policy: int = 768, on_policy_steps: int = 200, unroll: int = 1) -> Path:
     """Features, training and export of the family's EAGLE draft; every stage resumes. After the
     stdlib stage, ``on_policy`` prompts' greedy continuations by the target (128 tokens each) and
-    ``on_policy_steps`` more steps on them (0: none)."""
+    ``on_policy_steps`` more steps on them (0: none), each over ``unroll`` drafting steps."""
     from ..eagle import EagleDraft, save_eagle
     from ..models import load_model, load_tokenizer
 
@@ -109,18 +108,15 @@ def eagle(family: str, *, vocab: int, train_tokens: int, steps: int, minutes: fl
     record = {**_stage(log), "vocab_subset": len(ids), "settings": asdict(settings),
               "data": "stdlib corpus, train split: the target's features (bf16) over it"}
     if on_policy and record["steps"] >= steps:  # then the target's own text (``onpolicy``), held out: the last 64 windows
-        seqs_path = work / "onpolicy.pt"
-        if not seqs_path.exists():
-            seqs = greedy_continuations(target, function_prompts(tok, on_policy, 64), 128)
-            with atomic_path(seqs_path) as tmp:
-                torch.save(seqs, tmp)
-        seqs = torch.load(seqs_path)
+        seqs = greedy_continuations(target, function_prompts(tok, on_policy, 64), 128, out_dir=work / "onpolicy")
         op_dir = extract_features(target, seqs.reshape(-1).numpy(), work / "onpolicy-features", seq_len=seqs.shape[1])
         f, w = load_features(op_dir)
-        tune = EagleSettings(steps=on_policy_steps, batch=16, lr=3e-4, warmup=10, eval_every=50)
-        log2 = train_eagle(target, draft, f[:-64], w[:-64], work / "onpolicy-train", tune, val=val, minutes=minutes)
+        f, w = f[: len(seqs)], w[: len(seqs)]  # the feature chunks of more prompts may be present
+        tune = EagleSettings(steps=on_policy_steps, batch=16, lr=3e-4, warmup=10, eval_every=50, unroll=unroll)
+        log2 = train_eagle(target, draft, f[:-64], w[:-64], work / f"onpolicy-train-{len(seqs)}-{on_policy_steps}-u{unroll}", tune,
+                           val=val, minutes=minutes)
         record["on_policy"] = {**_stage(log2), "prompts": len(seqs), "new_tokens": seqs.shape[1] - 64, "settings": asdict(tune),
-                               "heldout_top1_on_policy": heldout_agreement(target, draft, f[-64:], w[-64:]),
+                               "heldout_top1_on_policy": heldout_agreement(target, draft, f[-64:], w[-64:], steps=4),
                                "data": "the target's greedy continuations of 64-token openings of documented stdlib "
                                        "functions (train split)"}
         record["heldout_top1"] = record["on_policy"]["heldout_top1"]
@@ -147,6 +143,8 @@ def main(argv=None) -> None:
     parser.add_argument("--train-tokens", type=int, default=4_000_000)
     parser.add_argument("--on-policy", type=int, default=768, help="eagle: prompts whose greedy continuations it trains on after the stdlib stage (0: none)")
     parser.add_argument("--on-policy-steps", type=int, default=200, help="eagle: steps on those continuations")
+    parser.add_argument("--unroll", type=int, default=1, help="eagle: drafting steps per position in the on-policy loss "
+                                                               "(EAGLE-3's training-time test; 1: teacher forcing)")
     parser.add_argument("--work", type=Path, default=None, help="checkpoint folder (default: data/cache/distill/FAMILY)")
     parser.add_argument("--out", type=Path, default=None, help="where drafts are written (default: data/drafts/FAMILY)")
     args = parser.parse_args(argv)
@@ -154,7 +152,7 @@ def main(argv=None) -> None:
     if args.command == "eagle":
         path = eagle(args.family, vocab=args.vocab, train_tokens=args.train_tokens, steps=args.steps,
                      minutes=args.minutes, work=args.work or cache_dir() / "eagle" / args.family,
-                     out=args.out or drafts_dir(args.family), on_policy=args.on_policy, on_policy_steps=args.on_policy_steps)
+                     out=args.out or drafts_dir(args.family), on_policy=args.on_policy, on_policy_steps=args.on_policy_steps, unroll=args.unroll)
         print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
         return
     if args.command == "status":

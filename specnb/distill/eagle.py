@@ -4,8 +4,9 @@ The target's features come from ``features.extract_features`` (one pass of the t
 Each step draws ``batch`` windows (order and noise depend only on ``(seed, step)``), takes one AdamW
 step on ``eagle.eagle_loss`` (Smooth-L1 to the next feature + ``w_cls`` x cross-entropy to the
 target's next-token distribution over the head's tokens; uniform feature noise as in EAGLE
-Sec. 4), under bf16 autocast, with linear warm-up, cosine decay to 0.1 of the rate and gradient
-clipping at 0.5 (EAGLE's). Every ``eval_every`` steps it logs the held-out top-1 agreement of the
+Sec. 4; over ``unroll`` drafting steps that read the draft's own predictions, EAGLE-3's
+training-time test), under bf16 autocast, with linear warm-up, cosine decay to 0.1 of the rate
+and gradient clipping at 0.5 (EAGLE's). Every ``eval_every`` steps it logs the held-out top-1 agreement of the
 draft's argmax with the target's full-vocabulary argmax one token ahead, the acceptance a greedy
 draft of k = 1 would meet. ``train_eagle`` checkpoints to ``checkpoint.pt`` in its folder and
 resumes from it.
@@ -23,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from ..atomic import atomic_path, write_csv
-from ..eagle import EagleDraft, eagle_loss, own_state
+from ..eagle import EagleDraft, eagle_loss, own_state, unrolled_features
 from .train import lr_at
 
 __all__ = ["EagleSettings", "train_eagle", "heldout_agreement"]
@@ -41,6 +42,7 @@ class EagleSettings:
     autocast: bool = True
     checkpoint_minutes: float = 5.0
     eval_every: int = 100
+    unroll: int = 1  # drafting steps per position in the loss (eagle.unrolled_features; 1: EAGLE's teacher forcing)
 
 
 def _batch_index(n: int, step: int, s: EagleSettings) -> torch.Tensor:
@@ -52,12 +54,22 @@ def _batch_index(n: int, step: int, s: EagleSettings) -> torch.Tensor:
 
 
 @torch.no_grad()
-def heldout_agreement(target, draft: EagleDraft, features: torch.Tensor, ids: torch.Tensor) -> float:
-    """Top-1 agreement of the draft (fed true features) with the target's full-vocabulary argmax of
-    the same next position, on held-out windows (features (n, T, H), ids (n, T))."""
-    f = features.to(draft.dtype)
-    pred = draft.features(ids[:, 1:], f[:, :-1])
-    return float((draft.logits(pred).argmax(-1) == target.lm_head(features[:, 1:].to(target.lm_head.weight.dtype)).argmax(-1)).float().mean())
+def heldout_agreement(target, draft: EagleDraft, features: torch.Tensor, ids: torch.Tensor, steps: int = 1,
+                      batch: int = 16) -> float | list[float]:
+    """Top-1 agreement of the draft with the target's full-vocabulary argmax of the same next
+    position, on held-out windows (features (n, T, H), ids (n, T)): at step 1 (fed the target's
+    features), or a list for steps 1..``steps`` (step j fed its own j - 1 predictions,
+    ``eagle.unrolled_features``): the acceptance of draft token j given the ones before it."""
+    hits, counts = [0.0] * steps, [0] * steps
+    for i in range(0, len(ids), batch):
+        f, x = features[i : i + batch], ids[i : i + batch]
+        goal = target.lm_head(f[:, 1:].to(target.lm_head.weight.dtype)).argmax(-1)  # (b, T-1)
+        for j, pred in enumerate(unrolled_features(draft, f.to(draft.dtype), x, steps)):
+            same = draft.logits(pred[:, j:]).argmax(-1) == goal[:, j:]
+            hits[j] += float(same.sum())
+            counts[j] += same.numel()
+    rates = [h / c for h, c in zip(hits, counts)]
+    return rates[0] if steps == 1 else rates
 
 
 def _checkpoint(path: Path, draft: EagleDraft, optim, step: int, log: list, settings: EagleSettings) -> None:
@@ -102,7 +114,8 @@ def train_eagle(target, draft: EagleDraft, features: torch.Tensor, ids: torch.Te
             draft.train()
             with torch.autocast(draft.device.type, dtype=torch.bfloat16, enabled=settings.autocast):
                 loss, m = eagle_loss(draft, features[idx].to(draft.device), ids[idx].to(draft.device), w_cls=settings.w_cls,
-                                     noise=settings.noise, generator=torch.Generator().manual_seed(settings.seed * 100_003 + step))
+                                     noise=settings.noise, generator=torch.Generator().manual_seed(settings.seed * 100_003 + step),
+                                     steps=settings.unroll)
             optim.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 0.5)
@@ -113,10 +126,11 @@ def train_eagle(target, draft: EagleDraft, features: torch.Tensor, ids: torch.Te
                         "seconds": elapsed0 + time.time() - start, "tokens": step * settings.batch * (ids.shape[1] - 1)})
             bar.update(1)
             if val is not None and (step % settings.eval_every == 0 or step == settings.steps):
-                top1 = heldout_agreement(target, draft, *val)
-                log.append({"step": step, "kind": "eval", "top1": top1, "seconds": elapsed0 + time.time() - start,
-                            "tokens": log[-1]["tokens"]})
-                bar.set_postfix(heldout_top1=f"{top1:.3f}", refresh=False)
+                rates = heldout_agreement(target, draft, *val, steps=settings.unroll)
+                rates = rates if isinstance(rates, list) else [rates]
+                log.append({"step": step, "kind": "eval", "top1": rates[0], **{f"top1_s{j}": r for j, r in enumerate(rates[1:], 2)},
+                            "seconds": elapsed0 + time.time() - start, "tokens": log[-1]["tokens"]})
+                bar.set_postfix(heldout_top1=f"{rates[0]:.3f}", refresh=False)
             if time.time() - last_ckpt > 60 * settings.checkpoint_minutes:
                 _checkpoint(ckpt, draft, optim, step, log, settings)
                 last_ckpt = time.time()
