@@ -243,6 +243,10 @@ def test_unrolled_steps_are_what_the_draft_computes_when_it_drafts_from_its_own_
         assert torch.allclose(out[2][:, p + 2], h3[:, 0], atol=1e-5), p
     with pytest.raises(ValueError, match="steps"):
         unrolled_features(d, f, ids, 0)
+    rates = heldout_agreement(target, d, f, ids, steps=3, batch=1)
+    goal = target.lm_head(f[:, 2:]).argmax(-1)
+    assert len(rates) == 3 and rates[0] == pytest.approx(heldout_agreement(target, d, f, ids))
+    assert rates[1] == pytest.approx(float((d.logits(out[1][:, 1:]).argmax(-1) == goal).float().mean()))
 
 
 def test_eagle_loss_over_steps_averages_each_steps_terms(target):

@@ -6,8 +6,10 @@ head, stored as their own layers only) are ``specnb.shallow``, re-exported here.
 - ``train``: ``distill``, resumable distillation of several drafts that share one teacher pass per
   batch (KL to the target's distribution over the head's tokens), checkpointed to disk.
 - ``features``: the target's last hidden states over a token stream, extracted once (resumable).
-- ``eagle``: resumable training of an EAGLE draft (``specnb.eagle``) on those features.
-- ``onpolicy``: the target's own greedy continuations of documented stdlib functions (on-policy text).
+- ``eagle``: resumable training of an EAGLE draft (``specnb.eagle``) on those features, optionally
+  over several drafting steps per position (EAGLE-3's training-time test).
+- ``onpolicy``: the target's own greedy continuations of documented stdlib functions (on-policy text,
+  kept per batch).
 - ``cli``: ``python -m specnb.distill train|status|export|eagle``.
 """
 

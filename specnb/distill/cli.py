@@ -5,7 +5,8 @@
 - ``status``: the last held-out KL and top-1 agreement of each student.
 - ``eagle``: the EAGLE draft (``specnb.eagle``): the target's features over the training text
   (stored once, resumable), then resumable training; then the target's own greedy continuations of
-  documented stdlib functions (``onpolicy``) and more steps on them; export to
+  documented stdlib functions (``onpolicy``, kept per batch, resumable) and more steps on them, each
+  over ``--unroll`` drafting steps (``eagle.unrolled_features``); export to
   ``data/drafts/FAMILY/eagle.safetensors``.
 
 Training text is the train split of the standard-library corpus (``specnb.corpus``): code and
@@ -82,7 +83,7 @@ def export(out_dir: Path, name: str, specs, students: dict, log: pd.DataFrame, s
 
 
 def eagle(family: str, *, vocab: int, train_tokens: int, steps: int, minutes: float | None, work: Path, out: Path,
-          on_policy: int = 768, on_policy_steps: int = 200, unroll: int = 1) -> Path:
+          on_policy: int = 2752, on_policy_steps: int = 500, unroll: int = 3) -> Path:
     """Features, training and export of the family's EAGLE draft; every stage resumes. After the
     stdlib stage, ``on_policy`` prompts' greedy continuations by the target (128 tokens each) and
     ``on_policy_steps`` more steps on them (0: none), each over ``unroll`` drafting steps."""
@@ -141,9 +142,9 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=DistillSettings.steps, help="the schedule's total steps")
     parser.add_argument("--vocab", type=int, default=16384, help="tokens kept in the drafts' head (FR-Spec)")
     parser.add_argument("--train-tokens", type=int, default=4_000_000)
-    parser.add_argument("--on-policy", type=int, default=768, help="eagle: prompts whose greedy continuations it trains on after the stdlib stage (0: none)")
-    parser.add_argument("--on-policy-steps", type=int, default=200, help="eagle: steps on those continuations")
-    parser.add_argument("--unroll", type=int, default=1, help="eagle: drafting steps per position in the on-policy loss "
+    parser.add_argument("--on-policy", type=int, default=2752, help="eagle: prompts whose greedy continuations it trains on after the stdlib stage (0: none)")
+    parser.add_argument("--on-policy-steps", type=int, default=500, help="eagle: steps on those continuations")
+    parser.add_argument("--unroll", type=int, default=3, help="eagle: drafting steps per position in the on-policy loss "
                                                                "(EAGLE-3's training-time test; 1: teacher forcing)")
     parser.add_argument("--work", type=Path, default=None, help="checkpoint folder (default: data/cache/distill/FAMILY)")
     parser.add_argument("--out", type=Path, default=None, help="where drafts are written (default: data/drafts/FAMILY)")
