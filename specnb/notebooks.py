@@ -1,8 +1,9 @@
-"""Execute the workbook's notebooks top to bottom (Restart & Run All) and save them in place.
+"""Execute the workbook's notebooks top to bottom (Restart & Run All) and save them.
 
 ``python -m specnb.notebooks run [DIR_OR_FILES ...] [--timeout S]`` runs each numbered notebook in
 order with nbclient, in its own folder, in the active profile (``SPECNB_PROFILE``), and writes it
-back atomically only if every cell succeeded.
+atomically only if every cell succeeded: back in place in the full profile, to
+``.specnb-quick/notebooks/`` in the quick one (``paths.executed_notebook``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import nbformat
 from nbclient import NotebookClient
 
 from .atomic import atomic_path
-from .paths import NOTEBOOKS, profile
+from .paths import NOTEBOOKS, executed_notebook, profile
 
 __all__ = ["find_notebooks", "run_notebook", "main"]
 
@@ -36,7 +37,8 @@ def find_notebooks(targets: list[str | Path] | None = None) -> list[Path]:
 
 
 def run_notebook(path: str | Path, timeout: int = 1800, kernel_name: str = "python3") -> float:
-    """Execute ``path`` from a fresh kernel and overwrite it with its outputs. Returns seconds."""
+    """Execute ``path`` from a fresh kernel and save it with its outputs (``paths.executed_notebook``:
+    in place in full, the quick folder in quick). Returns seconds."""
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
     # coalesce_streams: a cell's stream outputs merged, progress-bar redraws (\r) reduced to their last state
@@ -44,7 +46,7 @@ def run_notebook(path: str | Path, timeout: int = 1800, kernel_name: str = "pyth
                             resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
     client.execute()  # raises CellExecutionError on the first failing cell; the file is left untouched
-    with atomic_path(path) as tmp:
+    with atomic_path(executed_notebook(path)) as tmp:
         nbformat.write(nb, str(tmp))
     return time.perf_counter() - start
 
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"running {nb.name} ...", flush=True)
         seconds = run_notebook(nb, timeout=args.timeout)
         total += seconds
-        print(f"  done in {seconds:.0f} s", flush=True)
+        print(f"  done in {seconds:.0f} s: {executed_notebook(nb)}", flush=True)
     print(f"{len(notebooks)} notebooks in {total / 60:.1f} min")
     return 0
 

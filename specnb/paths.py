@@ -69,6 +69,17 @@ def artifacts_dir() -> Path:
     return path
 
 
+def executed_notebook(path: str | Path) -> Path:
+    """Where an executed notebook is saved: in place in full (the committed, executed notebooks);
+    ``.specnb-quick/notebooks/NAME`` in quick, so a quick run never overwrites a committed one."""
+    path = Path(path)
+    if profile() == "full":
+        return path
+    folder = QUICK / "notebooks"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / path.name
+
+
 def figures_dir() -> Path:
     """Directory for figures of the active profile (created on demand)."""
     path = FIGURES if profile() == "full" else QUICK / "figures"

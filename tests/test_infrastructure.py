@@ -175,7 +175,7 @@ def test_cli_bench_on_tiny_models(tmp_path):
     assert bad.returncode == 2 and "k (draft tokens per iteration) must be" in bad.stderr
 
 
-def test_notebook_runner_executes_in_place(tmp_path):
+def test_notebook_runner_saves_in_place_in_full_and_aside_in_quick(tmp_path, monkeypatch):
     import nbformat
 
     from specnb.notebooks import find_notebooks, run_notebook
@@ -185,6 +185,10 @@ def test_notebook_runner_executes_in_place(tmp_path):
     path = tmp_path / "00_demo.ipynb"
     nbformat.write(nb, path)
     assert find_notebooks([tmp_path]) == [path]
+    run_notebook(path, timeout=120)  # quick (conftest): the source notebook stays as it was
+    assert nbformat.read(path, as_version=4).cells[0].execution_count is None
+    assert nbformat.read(tmp_path / "quick" / "notebooks" / path.name, as_version=4).cells[0].execution_count == 1
+    monkeypatch.setenv("SPECNB_PROFILE", "full")
     run_notebook(path, timeout=120)
     done = nbformat.read(path, as_version=4)
     assert done.cells[0].execution_count == 1

@@ -80,27 +80,31 @@ def k_sweep(target, draft, prompts: Sequence[torch.Tensor], ks: Sequence[int] = 
 
 
 def draft_sweep(target, drafts: Mapping[str, torch.nn.Module], prompts: Sequence[torch.Tensor], *, k: int, new_tokens: int,
-                runs: int = 1, eos_token_id=None, context: int = 128, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+                runs: int = 1, eos_token_id=None, context: int = 128, rounds: int = 3, min_run_time: float = 0.3,
+                progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(runs, table): SpS of every draft at ``k`` against specnb autoregressive, interleaved per
-    prompt; the table adds each draft's c (decode-step latency over the target's, interleaved)."""
+    prompt; the table adds each draft's c (decode-step latency over the target's, interleaved in
+    ``rounds`` rounds of ``timing.step_latencies``)."""
     methods = {"specnb autoregressive": lambda p: autoregressive_generate(target, p, new_tokens, eos_token_id=eos_token_id)}
     for name, d in drafts.items():
         methods[name] = lambda p, d=d: speculative_generate(target, d, p, new_tokens, k=k, eos_token_id=eos_token_id)
     frame = interleaved_runs(methods, prompts, runs=runs, label="drafts", progress=progress)
     table = speedup_table(frame, "specnb autoregressive")
     table = table[table.method != "specnb autoregressive"].rename(columns={"method": "draft"})
-    lat = step_latencies({"target": target, **drafts}, context=context, rounds=3, progress=progress).set_index("model")
+    lat = step_latencies({"target": target, **drafts}, context=context, rounds=rounds, min_run_time=min_run_time,
+                         progress=progress).set_index("model")
     table["c"] = table["draft"].map(lambda n: lat.loc[n, "median_s"] / lat.loc["target", "median_s"])
     return frame, table.reset_index(drop=True)
 
 
-def depth_latency(target, depths: Sequence[int] = (1, 2, 4, 8, 16), *, context: int = 128, progress: bool = True) -> tuple[pd.DataFrame, dict]:
+def depth_latency(target, depths: Sequence[int] = (1, 2, 4, 8, 16), *, context: int = 128, rounds: int = 3,
+                  min_run_time: float = 0.3, progress: bool = True) -> tuple[pd.DataFrame, dict]:
     """(rows, fit): decode-step latency of the target truncated to each depth (and whole), and the
     least-squares line ms = slope * layers + intercept with its r²."""
     total = target.config.num_hidden_layers
     models = {f"{n} layers": truncated_copy(target, n) for n in depths if n < total}
     models[f"{total} layers"] = target
-    lat = step_latencies(models, context=context, rounds=3, progress=progress)
+    lat = step_latencies(models, context=context, rounds=rounds, min_run_time=min_run_time, progress=progress)
     lat["layers"] = lat["model"].str.split().str[0].astype(int)
     lat["decode_ms"] = 1e3 * lat["median_s"]
     lat["params_M"] = [count_parameters(m) / 1e6 for m in models.values()]
