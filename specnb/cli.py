@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from .generate import PromptLookupDraft, assisted_generate, autoregressive_generate, speculative_generate
+from .generate import PromptLookupDraft, assisted_generate, autoregressive_generate, packed, speculative_generate
 from .generate.drafts import builds_source, is_draft_source
 from .models import load_spec, load_tokenizer
 from .plotting import trace_text
@@ -43,6 +43,11 @@ def _load(args):
         draft = PromptLookupDraft()
     else:
         draft = load_spec(args.draft, target=target, device=device) if args.draft else None
+    if args.packed:  # after the draft: a draft built on the target shares the stock target's embedding and head
+        if device != "cpu":
+            raise SystemExit(f"--packed prepacks linear weights for oneDNN on a CPU; drop it on {device}")
+        target = packed(target)
+        draft = packed(draft) if isinstance(draft, torch.nn.Module) else draft
     return target, draft, device
 
 
@@ -119,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--temperature", type=float, default=1.0)
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
+        p.add_argument("--packed", action="store_true",
+                       help="CPU: run target and draft with oneDNN-prepacked linear weights (specnb.generate.packed); same tokens")
     sub.choices["generate"].add_argument("--method", choices=["autoregressive", "speculative", "speculative-sequential", "assisted"])
     bench = sub.choices["bench"]
     bench.add_argument("--methods", default="autoregressive,speculative,assisted", help="comma-separated; the first is the baseline")

@@ -325,6 +325,13 @@ def test_cli_generate_decodes_text_and_takes_prompt_lookup(capsys):
                  "--prompt-ids", "3,4,5,3,4,5,3", "--max-new-tokens", "8"]) == 0
     out = capsys.readouterr().out
     assert "new token ids:" in out and "method: prompt-lookup" in out and "draft_calls: 0" in out
+    stock = out.split("new token ids:")[1].splitlines()[0]
+    # --packed: the same model on oneDNN-prepacked weights, the same tokens
+    assert main(["generate", "--target", "tiny:llama:layers=2:hidden=32", "--draft", "copy:noise=0.3", "--packed",
+                 "--prompt-ids", "3,4,5,3,4,5,3", "--max-new-tokens", "8"]) == 0
+    assert main(["generate", "--target", "tiny:llama:layers=2:hidden=32", "--draft", "prompt-lookup", "--packed",
+                 "--prompt-ids", "3,4,5,3,4,5,3", "--max-new-tokens", "8"]) == 0
+    assert capsys.readouterr().out.split("new token ids:")[2].splitlines()[0] == stock
     # a zoo name is a local model and its tokenizer (no hub look-up); the output is text with the trace's marks
     assert main(["generate", "--target", "zoo/target", "--draft", "zoo/d1", "--prompt", "def fibonacci(n):",
                  "--max-new-tokens", "12"]) == 0
