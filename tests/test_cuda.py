@@ -36,6 +36,13 @@ def test_greedy_identity_on_cuda(pair):
     assert torch.equal(assisted_generate(target, draft, ids, 24, k=3).sequences, ref)
 
 
+def test_packing_leaves_a_gpu_model_as_it_is(pair):
+    from specnb.generate import packed
+
+    target, draft = pair
+    assert packed(target) is target and packed(draft) is draft  # cuBLAS lays weights out itself
+
+
 def test_sampling_uses_a_device_generator(pair):
     target, draft = pair
     gen = torch.Generator(device="cuda").manual_seed(0)

@@ -123,3 +123,10 @@ def test_packing_refuses_a_hooked_model_and_one_with_nothing_to_pack():
     assert isinstance(packed(model).lm_head, PackedLinear)
     with pytest.raises(ValueError, match="no linear oneDNN can prepack"):
         packed(tiny_model("llama", layers=1, seed=3, dtype=torch.float16))
+
+
+def test_a_model_on_the_meta_device_is_returned_as_it_is():
+    # the rule a GPU model follows (tests/test_cuda.py checks cuda itself): only CPU weights are packed
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Linear(4, 4))
+    assert packed(model) is model

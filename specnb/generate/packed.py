@@ -1,20 +1,24 @@
 """Prepacked linear weights on a CPU: each ``nn.Linear``'s weight reordered ONCE into oneDNN's
-blocked layout, then every call runs oneDNN's linear on it. This is what inductor's freezing pass
-emits for a CPU linear (``torch.ops.mkldnn._reorder_linear_weight`` + ``_linear_pointwise``;
-torch/_inductor/fx_passes/mkldnn_fusion.py), without compiling anything.
+blocked layout, then every call runs oneDNN's linear on it (``torch.ops.mkldnn._reorder_linear_weight``
++ ``_linear_pointwise``: the ops inductor's freezing pass emits for a bf16 CPU linear; for an fp32
+one it picks MKL's packed GEMM, ``torch.ops.mkl._mkl_linear``; torch/_inductor/fx_passes/
+mkldnn_fusion.py). Here oneDNN's serves both dtypes, and nothing is compiled.
 
-Why: a stock ``F.linear`` on a CPU repacks (copies) its weight inside the GEMM on every call. A
-decode step of a small LM is a stream of weight reads, so that copy doubles the bytes moved; a
-verification of k+1 tokens pays it in a slower small-M GEMM as well. Same weights, same fp32
-arithmetic up to summation order (logits agree to ~1e-4; tests/test_packed.py checks argmax).
+Why: a small LM's decode step on a CPU is mostly GEMMs over weights streamed from memory, and a
+stock ``F.linear`` hands each call's weight to a GEMM that lays it out anew; a weight laid out
+once skips that. What it pays is measured, not assumed: notebook 07 times HF greedy on the stock
+and on the packed target in one interleaved run, and the verify cost of k+1 tokens on each. Same
+weights; fp32 arithmetic up to summation order (tests/test_packed.py: logits within 1e-4, greedy
+tokens identical to the stock model's for every decoder).
 
 - ``packed(model)``: a copy of ``model`` whose linears are ``PackedLinear``s; every other
   parameter and buffer is shared, not copied. Cached per model (packed again when its linear
   weights change in place); the original is untouched, so a notebook can time stock and packed
-  side by side. A hook must go on the copy (an EAGLE source hooks the target it is given).
+  side by side. A hook must go on the copy (an EAGLE source hooks the target it is given). The
+  copy is for running: its state dict lacks the packed weights, so save the original.
 - ``PackedLinear``: the packed weight and bias, ``(..., in) -> (..., out)``.
-- ``can_pack(weight)``: oneDNN packs fp32, and bf16 where the CPU has bf16 kernels; on another
-  device or dtype ``packed`` leaves that linear as it is (cuBLAS needs no prepacking).
+- ``can_pack(weight)``: oneDNN packs fp32, and bf16 where the CPU has bf16 kernels; a linear of
+  another dtype stays as it is, and a model on a GPU is returned itself (cuBLAS needs no prepacking).
 """
 
 from __future__ import annotations
@@ -86,7 +90,11 @@ def _versions(model: nn.Module) -> tuple[int, ...]:
 def packed(model: nn.Module) -> nn.Module:
     """A copy of ``model`` with its linears prepacked (``PackedLinear``), other tensors shared.
     The same copy is returned for the same model until its linear weights change in place (then
-    they are packed again). Raises if nothing in it can be packed, or if it carries forward hooks."""
+    they are packed again). A model on another device than the CPU is returned as it is (its GEMM
+    libraries lay weights out themselves). Raises if nothing in a CPU model can be packed, or if it
+    carries forward hooks."""
+    if all(p.device.type != "cpu" for p in model.parameters()):
+        return model
     versions = _versions(model)
     if model in _PACKED and _PACKED[model][0] == versions:
         return _PACKED[model][1]
