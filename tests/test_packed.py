@@ -130,3 +130,14 @@ def test_a_model_on_the_meta_device_is_returned_as_it_is():
     with torch.device("meta"):
         model = nn.Sequential(nn.Linear(4, 4))
     assert packed(model) is model
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gpt_neox", "opt", "qwen2"])
+def test_packed_models_of_every_family_decode_the_stock_tokens(family, pairs):
+    target, drafts = pairs[family]
+    pt, pd = packed(target), packed(drafts["perturbed"])
+    assert any(isinstance(m, PackedLinear) for m in pt.modules())  # GPT-2's blocks are Conv1D: only its head packs
+    for ids in prompts(3, seed=7):
+        ref = hf_greedy(target, ids, 12)
+        assert torch.equal(autoregressive_generate(pt, ids, 12).sequences, ref), family
+        assert torch.equal(speculative_generate(pt, pd, ids, 12, k=3).sequences, ref), family
