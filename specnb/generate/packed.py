@@ -51,10 +51,6 @@ class PackedLinear(nn.Module):
         self.register_buffer("weight", torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach()), persistent=False)
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach(), persistent=False)
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.weight.dtype
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
             raise ValueError(f"input has {x.shape[-1]} features; this linear takes {self.in_features}")
