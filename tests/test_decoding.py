@@ -226,6 +226,36 @@ def test_prompt_lookup_proposes_hugging_face_candidates():
     assert PromptLookupDraft(2).propose([1, 2, 3, 9, 5, 3], 4)[0].tolist() == [9, 5, 3]
 
 
+def test_prompt_lookup_last_takes_the_most_recent_of_the_longest_matches():
+    """pick="last": among the earlier occurrences of the longest matching suffix (n <= max_ngram),
+    the most recent one; checked against a brute-force search over every n-gram."""
+    from specnb import PromptLookupDraft
+
+    def brute(seq, k, max_ngram, min_ngram):
+        for n in range(min(max_ngram, len(seq) - 1), min_ngram - 1, -1):
+            ends = [j for j in range(n - 1, len(seq) - 1) if seq[j - n + 1 : j + 1] == seq[-n:]]
+            if ends:
+                return seq[ends[-1] + 1 : ends[-1] + 1 + k]
+        return []
+
+    gen = torch.Generator().manual_seed(1)
+    found = differs = 0
+    for trial in range(300):
+        seq = torch.randint(0, 5, (int(torch.randint(2, 40, (1,), generator=gen)),), generator=gen).tolist()
+        for max_ngram, min_ngram, k in ((1, 1, 3), (3, 1, 4), (8, 2, 4), (8, 3, 2)):
+            ours = PromptLookupDraft(max_ngram, min_ngram, pick="last").propose(seq, k)[0].tolist()
+            assert ours == brute(seq, k, max_ngram, min_ngram), (seq, max_ngram, min_ngram, k)
+            found += bool(ours)
+            differs += ours != PromptLookupDraft(max_ngram, min_ngram).propose(seq, k)[0].tolist()
+    assert found > 300 and differs > 100  # matches were found, and the two picks disagreed often
+    seq = [1, 2, 7, 8, 5, 1, 2, 9, 5, 1, 2]
+    assert PromptLookupDraft(2).propose(seq, 2)[0].tolist() == [7, 8]  # leftmost "1 2"
+    assert PromptLookupDraft(2, pick="last").propose(seq, 2)[0].tolist() == [9, 5]  # most recent "1 2"
+    assert PromptLookupDraft(3, pick="first").propose(seq, 2)[0].tolist() == [9, 5]  # "5 1 2" occurs once
+    with pytest.raises(ValueError, match="pick must be one of"):
+        PromptLookupDraft(pick="longest")
+
+
 @pytest.mark.parametrize("backend", ["eager", "static"])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_prompt_lookup_is_greedy_exact(pairs, family, backend):

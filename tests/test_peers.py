@@ -72,6 +72,26 @@ def test_interleaved_runs_rotate_methods_and_check_identity(target):
     assert bad.set_index("method").loc["a", "identical"]
 
 
+def test_peer_methods_take_specnb_lookup_rule(target):
+    """``lookup`` sets the rule of specnb's prompt lookup and hybrid (HF's keeps its own): their
+    proposals are the given rule's, and the output stays the target's greedy one."""
+    from specnb import HybridDraft
+
+    draft = perturbed_copy(target, 0.3, seed=2)
+    rule = PromptLookupDraft(8, 2, pick="last")
+    methods = peer_methods(target, {"p": draft}, 3, max_new_tokens=16, hybrid=True, lookup=rule)
+    ids = torch.tensor([[1, 2, 7, 8, 5, 1, 2, 9, 5, 1, 2, 3, 4, 1, 2]])
+    for name, direct in (("specnb prompt lookup", PromptLookupDraft(8, 2, pick="last")),
+                         ("specnb hybrid p", HybridDraft(draft, 8, 2, pick="last"))):
+        out, ref = methods[name](ids), speculative_generate(target, direct, ids, 16, k=3)
+        assert torch.equal(out.sequences, hf_greedy(target, ids, 16))
+        assert (out.proposed, out.accepted, out.target_calls) == (ref.proposed, ref.accepted, ref.target_calls)
+    hf_rule = peer_methods(target, {}, 3, max_new_tokens=16)["specnb prompt lookup"](ids)
+    assert hf_rule.proposed != methods["specnb prompt lookup"](ids).proposed  # the rules differ on this prompt
+    with pytest.raises(ValueError, match="lookup must be a PromptLookupDraft"):
+        peer_methods(target, {}, 3, max_new_tokens=4, lookup=draft)
+
+
 def test_sampled_peers_use_their_own_generators(target):
     methods = peer_methods(target, {}, 3, max_new_tokens=8, do_sample=True, seed=3)
     a = methods["specnb autoregressive"](REPEATY).new_tokens

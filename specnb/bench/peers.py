@@ -37,9 +37,15 @@ Decoder = Callable[[torch.Tensor], GenerationResult]
 
 def peer_methods(target, drafts: Mapping[str, object], k: int, *, max_new_tokens: int, eos_token_id=None,
                  do_sample: bool = False, temperature: float = 1.0, seed: int = 0, hf: bool = True,
-                 hybrid: bool = False) -> dict[str, Decoder]:
+                 hybrid: bool = False, lookup: PromptLookupDraft | None = None) -> dict[str, Decoder]:
     """name -> decoder for the peers; sampled decoders each draw from their own seeded generator.
-    ``hf=False`` leaves Hugging Face's out; ``hybrid`` adds specnb's ``HybridDraft`` per draft."""
+    ``hf=False`` leaves Hugging Face's out; ``hybrid`` adds specnb's ``HybridDraft`` per draft.
+    ``lookup``: specnb's prompt-lookup rule, for its prompt lookup and its hybrids (default
+    ``PromptLookupDraft()``, Hugging Face's rule); HF prompt lookup keeps Hugging Face's."""
+    lookup = PromptLookupDraft() if lookup is None else lookup
+    if not isinstance(lookup, PromptLookupDraft):
+        raise ValueError(f"lookup must be a PromptLookupDraft (e.g. PromptLookupDraft(8, 2, pick='last')); got {type(lookup).__name__}")
+    rule = dict(max_ngram=lookup.max_ngram, min_ngram=lookup.min_ngram, pick=lookup.pick)
     gen = {}
 
     def g(name):  # one generator per method, seeded by its name: the order of calls changes no method's draws
@@ -56,7 +62,7 @@ def peer_methods(target, drafts: Mapping[str, object], k: int, *, max_new_tokens
     if hf:
         methods["HF prompt lookup"] = lambda p: hf_generate(target, p, max_new_tokens, prompt_lookup=True, k=k,
                                                             generator=g("hfpl"), **common)
-    methods["specnb prompt lookup"] = lambda p: speculative_generate(target, PromptLookupDraft(), p, max_new_tokens, k=k,
+    methods["specnb prompt lookup"] = lambda p: speculative_generate(target, PromptLookupDraft(**rule), p, max_new_tokens, k=k,
                                                                      generator=g("pl"), **common)
     for name, draft in drafts.items():
         if hf and not builds_source(draft):  # HF's assisted generation takes a causal LM, not EAGLE
@@ -66,7 +72,7 @@ def peer_methods(target, drafts: Mapping[str, object], k: int, *, max_new_tokens
                                                                                        generator=g(f"sps {n}"), **common)
         if hybrid:
             methods[f"specnb hybrid {name}"] = lambda p, d=draft, n=name: speculative_generate(
-                target, HybridDraft(d), p, max_new_tokens, k=k, generator=g(f"hybrid {n}"), **common)
+                target, HybridDraft(d, **rule), p, max_new_tokens, k=k, generator=g(f"hybrid {n}"), **common)
     return methods
 
 

@@ -79,51 +79,67 @@ def is_draft_source(obj) -> bool:
 
 
 class PromptLookupDraft:
-    """Draft-free proposals: for n = ``max_ngram`` down to 1, the last n tokens of ``seq`` are looked
-    up in ``seq``; the first (leftmost) earlier occurrence with a continuation gives up to k tokens
-    (``min_ngram`` > 1 ignores shorter matches; Hugging Face's rule is min_ngram = 1).
-    No match: no proposal. Deterministic, so under sampling each token is judged as a point mass
-    (accepted with probability p(x); Leviathan et al.'s rule with q = 1 at x)."""
+    """Draft-free proposals: the longest suffix of ``seq`` of n <= ``max_ngram`` tokens that occurs
+    earlier in ``seq`` (n >= ``min_ngram``), and the up to k tokens that followed it there.
+    ``pick`` says which earlier occurrence: "first" (the leftmost: Hugging Face's
+    PromptLookupCandidateGenerator, whose defaults are max_ngram = 2, min_ngram = 1) or "last" (the
+    most recent). With a large ``max_ngram``, "last" takes the occurrence whose context agrees
+    longest with the sequence's end. No match: no proposal. Deterministic, so under sampling each
+    token is judged as a point mass (accepted with probability p(x); Leviathan et al.'s rule with
+    q = 1 at x). Which rule pays depends on the verification's cost: ``planner.calibrate`` predicts
+    each rule's speedup from the target's greedy text and this machine's costs."""
 
     name = "prompt-lookup"
     calls = 0  # no forwards
+    PICKS = ("first", "last")
 
-    def __init__(self, max_ngram: int = 2, min_ngram: int = 1):
+    def __init__(self, max_ngram: int = 2, min_ngram: int = 1, pick: str = "first"):
         if isinstance(max_ngram, bool) or not isinstance(max_ngram, int) or max_ngram < 1:
             raise ValueError(f"max_ngram must be an integer >= 1; got {max_ngram!r} (Hugging Face's default is 2)")
         if isinstance(min_ngram, bool) or not isinstance(min_ngram, int) or not 1 <= min_ngram <= max_ngram:
             raise ValueError(f"min_ngram must be an integer in 1..max_ngram={max_ngram}; got {min_ngram!r}")
-        self.max_ngram, self.min_ngram = max_ngram, min_ngram
+        if pick not in self.PICKS:
+            raise ValueError(f"pick must be one of {self.PICKS} (the leftmost or the most recent match); got {pick!r}")
+        self.max_ngram, self.min_ngram, self.pick = max_ngram, min_ngram, pick
+
+    def __repr__(self) -> str:
+        return f"PromptLookupDraft(max_ngram={self.max_ngram}, min_ngram={self.min_ngram}, pick={self.pick!r})"
 
     def prefill(self, prompt: torch.Tensor) -> None:
         pass
 
     def propose(self, seq: list[int], k: int) -> tuple[torch.Tensor, None]:
         ids = torch.tensor(seq)
-        for n in range(min(self.max_ngram, len(seq) - 1), self.min_ngram - 1, -1):
-            windows = ids.unfold(0, n, 1)  # (len - n + 1, n)
-            starts = ((windows == ids[-n:]).all(dim=1).nonzero()[:, 0] + n).tolist()
-            start = next((s for s in starts if s < len(seq)), None)  # the last n-gram itself has no continuation
-            if start is not None:
-                return ids[start : start + k], None
-        return ids[:0], None
+        ends = torch.arange(len(seq) - 1)  # j: an earlier n-gram ending at j, continued from j + 1
+        found = None
+        for n in range(1, min(self.max_ngram, len(seq) - 1) + 1):
+            ends = ends[ends >= n - 1]
+            ends = ends[ids[ends - (n - 1)] == ids[-n]]  # the n-grams ending at ends equal the last n tokens
+            if ends.numel() == 0:
+                break
+            if n >= self.min_ngram:
+                found = ends
+        if found is None:
+            return ids[:0], None
+        start = int(found[0] if self.pick == "first" else found[-1]) + 1
+        return ids[start : start + k], None
 
     def accept(self, n: int, length: int) -> None:
         pass
 
 
 class HybridDraft:
-    """Prompt lookup first; where no n-gram matches, ``model`` drafts (a ``ModelDraft`` on the step
-    ``speculative_generate`` binds). Each iteration's proposal is judged as what it is: a point mass
+    """Prompt lookup first (``PromptLookupDraft(max_ngram, min_ngram, pick)``); where no n-gram
+    matches, ``model`` drafts (a ``ModelDraft`` on the step ``speculative_generate`` binds). Each iteration's proposal is judged as what it is: a point mass
     for a looked-up token, the model's q for a drafted one, so greedy output stays the target's and
     sampling stays exact. ``looked_up`` / ``drafted``: iterations each side served."""
 
     name = "hybrid"
 
-    def __init__(self, model, max_ngram: int = 2, min_ngram: int = 1):
+    def __init__(self, model, max_ngram: int = 2, min_ngram: int = 1, pick: str = "first"):
         if not isinstance(model, torch.nn.Module):
             raise ValueError(f"HybridDraft needs a draft model (a torch module) for the iterations lookup cannot serve; got {type(model).__name__}")
-        self.model, self.lookup, self.inner = model, PromptLookupDraft(max_ngram, min_ngram), None
+        self.model, self.lookup, self.inner = model, PromptLookupDraft(max_ngram, min_ngram, pick), None
         self.looked_up = self.drafted = 0
 
     @property
