@@ -3,7 +3,9 @@
 ``python -m specnb.notebooks run [DIR_OR_FILES ...] [--timeout S]`` runs each numbered notebook in
 order with nbclient, in its own folder, in the active profile (``SPECNB_PROFILE``), and writes it
 atomically only if every cell succeeded: back in place in the full profile, to
-``.specnb-quick/notebooks/`` in the quick one (``paths.executed_notebook``).
+``.specnb-quick/notebooks/`` in the quick one (``paths.executed_notebook``). Stream outputs are
+coalesced (a progress bar is kept as its last state) and dropped when blank (a bar that cleared
+itself: ``tqdm(leave=False)``), so a saved notebook's stderr holds only what a reader should see.
 """
 
 from __future__ import annotations
@@ -19,7 +21,19 @@ from nbclient import NotebookClient
 from .atomic import atomic_path
 from .paths import NOTEBOOKS, executed_notebook, profile
 
-__all__ = ["find_notebooks", "run_notebook", "main"]
+__all__ = ["find_notebooks", "run_notebook", "drop_blank_streams", "main"]
+
+
+def drop_blank_streams(nb) -> int:
+    """Remove the stream outputs of ``nb`` whose text is only whitespace (e.g. a cleared progress
+    bar's ``"    \\r"``); returns how many were removed."""
+    removed = 0
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            keep = [o for o in cell.outputs if not (o.output_type == "stream" and not o.text.strip())]
+            removed += len(cell.outputs) - len(keep)
+            cell.outputs = keep
+    return removed
 
 
 def find_notebooks(targets: list[str | Path] | None = None) -> list[Path]:
@@ -46,6 +60,7 @@ def run_notebook(path: str | Path, timeout: int = 1800, kernel_name: str = "pyth
                             resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
     client.execute()  # raises CellExecutionError on the first failing cell; the file is left untouched
+    drop_blank_streams(nb)
     with atomic_path(executed_notebook(path)) as tmp:
         nbformat.write(nb, str(tmp))
     return time.perf_counter() - start

@@ -181,7 +181,9 @@ def test_notebook_runner_saves_in_place_in_full_and_aside_in_quick(tmp_path, mon
     from specnb.notebooks import find_notebooks, run_notebook
 
     bar = "import sys\nfor i in range(3):\n    print(f'\\rstep {i}', end='', file=sys.stderr, flush=True)\nprint(file=sys.stderr)"
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import os\nprint(os.getcwd())"), nbformat.v4.new_code_cell(bar)])
+    cleared = "from tqdm import tqdm\nfor i in tqdm(range(3), leave=False):\n    pass\nprint('done')"  # a bar that erases itself
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import os\nprint(os.getcwd())"), nbformat.v4.new_code_cell(bar),
+                                         nbformat.v4.new_code_cell(cleared)])
     path = tmp_path / "00_demo.ipynb"
     nbformat.write(nb, path)
     assert find_notebooks([tmp_path]) == [path]
@@ -194,6 +196,7 @@ def test_notebook_runner_saves_in_place_in_full_and_aside_in_quick(tmp_path, mon
     assert done.cells[0].execution_count == 1
     assert done.cells[0].outputs[0]["text"].strip() == str(tmp_path)  # runs in the notebook's folder
     assert [o["text"] for o in done.cells[1].outputs] == ["step 2\n"]  # a progress bar is stored as its last state
+    assert [(o["name"], o["text"]) for o in done.cells[2].outputs] == [("stdout", "done\n")]  # no blank stderr left
 
 
 # ---------------------------------------------------------------- packaging
