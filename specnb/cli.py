@@ -9,7 +9,7 @@ import torch
 
 from .generate import PromptLookupDraft, assisted_generate, autoregressive_generate, packed, speculative_generate
 from .generate.drafts import builds_source, is_draft_source
-from .models import load_spec, load_tokenizer
+from .models import load_spec, load_tokenizer, parse_options
 from .plotting import trace_text
 from .results import append_rows, result_path
 from .timing import compare, environment, summarize
@@ -36,11 +36,24 @@ def _prompt_ids(args, vocab_size: int, tok) -> torch.Tensor:
     return torch.randint(0, vocab_size, (1, args.prompt_length), generator=gen)
 
 
+def _lookup(spec: str) -> PromptLookupDraft:
+    """``prompt-lookup[:max=N][:min=M][:pick=first|last]``: a ``PromptLookupDraft`` (Hugging Face's
+    rule by default: max=2, min=1, pick=first)."""
+    try:
+        opts = parse_options(spec.split(":")[1:])
+        unknown = sorted(set(opts) - {"max", "min", "pick"})
+        if unknown:
+            raise ValueError(f"prompt-lookup takes max=, min= and pick= (e.g. prompt-lookup:max=8:min=2:pick=last); got {unknown}")
+        return PromptLookupDraft(opts.get("max", 2), opts.get("min", 1), opts.get("pick", "first"))
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+
+
 def _load(args):
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     target = load_spec(args.target, device=device)
-    if args.draft == "prompt-lookup":
-        draft = PromptLookupDraft()
+    if args.draft.split(":")[0] == "prompt-lookup":
+        draft = _lookup(args.draft)
     else:
         draft = load_spec(args.draft, target=target, device=device) if args.draft else None
     if args.packed:  # after the draft: a draft built on the target shares the stock target's embedding and head
@@ -114,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(fn=fn)
         p.add_argument("--target", default="tiny:llama:layers=8:hidden=256", help="tiny:FAMILY[:k=v], a directory or a hub ID")
         p.add_argument("--draft", default="copy:noise=0.05",
-                       help="tiny:..., copy[:noise=x], zoo/NAME, a directory, a hub ID, or prompt-lookup (no model)")
+                       help="tiny:..., copy[:noise=x], zoo/NAME, a directory, a hub ID, or prompt-lookup[:max=2:min=1:pick=first] "
+                            "(no model; e.g. prompt-lookup:max=8:min=2:pick=last)")
         p.add_argument("--k", type=int, default=4, help="draft tokens per iteration")
         p.add_argument("--max-new-tokens", type=int, default=64)
         p.add_argument("--prompt", help="text, tokenized with the target's tokenizer")

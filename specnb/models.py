@@ -147,7 +147,8 @@ def _get_attr(obj, dotted: str):
     return obj
 
 
-def _parse_options(parts: list[str]) -> dict:
+def parse_options(parts: list[str]) -> dict:
+    """``["layers=4", "noise=0.1", "pick=last"]`` -> ``{"layers": 4, "noise": 0.1, "pick": "last"}`` (int, else float, else str)."""
     opts = {}
     for part in parts:
         if "=" not in part:
@@ -186,11 +187,11 @@ def load_spec(spec: str, *, target=None, dtype: torch.dtype = torch.float32, dev
     if kind == "tiny":
         if not rest:
             raise ValueError(f"spec {spec!r} names no family; use tiny:FAMILY with FAMILY in {', '.join(TINY_FAMILIES)}")
-        return tiny_model(rest[0], dtype=dtype, device=device, **_parse_options(rest[1:]))
+        return tiny_model(rest[0], dtype=dtype, device=device, **parse_options(rest[1:]))
     if kind == "copy":
         if target is None:
             raise ValueError("a 'copy' draft needs the target; give the target spec first")
-        opts = _parse_options(rest)
+        opts = parse_options(rest)
         draft = truncated_copy(target, int(opts["layers"])) if "layers" in opts else target
         return perturbed_copy(draft, float(opts.get("noise", 0.0)), int(opts.get("seed", 0)))
     return load_model(spec, dtype=dtype, device=device)

@@ -343,6 +343,22 @@ def test_cli_generate_decodes_text_and_takes_prompt_lookup(capsys):
     with pytest.raises(SystemExit, match="needs a draft model"):
         main(["generate", "--target", "tiny:llama:layers=2:hidden=32", "--draft", "prompt-lookup", "--method", "assisted",
               "--prompt-ids", "3,4,5", "--max-new-tokens", "4"])
+    # prompt-lookup takes a rule: max=, min=, pick=; the rule changes the proposals, never the tokens
+    ids = ["--prompt-ids", "1,2,7,8,5,1,2,9,5,1,2", "--max-new-tokens", "10", "--k", "2"]
+    assert main(["generate", "--target", "tiny:llama:layers=2:hidden=32", "--draft", "prompt-lookup", *ids]) == 0
+    hf_rule = capsys.readouterr().out
+    assert main(["generate", "--target", "tiny:llama:layers=2:hidden=32", "--draft", "prompt-lookup:max=8:min=2:pick=last", *ids]) == 0
+    rule = capsys.readouterr().out
+    tokens = lambda out: out.split("new token ids:")[1].splitlines()[0]  # noqa: E731
+    assert tokens(rule) == tokens(hf_rule) and "method: prompt-lookup" in rule
+    from specnb.cli import _lookup
+
+    assert repr(_lookup("prompt-lookup:max=8:min=2:pick=last")) == "PromptLookupDraft(max_ngram=8, min_ngram=2, pick='last')"
+    assert repr(_lookup("prompt-lookup")) == "PromptLookupDraft(max_ngram=2, min_ngram=1, pick='first')"
+    for bad, message in (("prompt-lookup:max=8:pick=newest", "pick must be one of"), ("prompt-lookup:ngram=3", "takes max=, min= and pick="),
+                         ("prompt-lookup:max=2:min=3", "min_ngram must be"), ("prompt-lookup:8", "key=value")):
+        with pytest.raises(SystemExit, match=message):
+            main(["generate", "--target", "tiny:llama:layers=2:hidden=32", "--draft", bad, *ids])
 
 
 def test_runs_by_machine_sets_each_machines_latest_run_side_by_side(tmp_path, monkeypatch):
