@@ -130,9 +130,10 @@ class PromptLookupDraft:
 
 class HybridDraft:
     """Prompt lookup first (``PromptLookupDraft(max_ngram, min_ngram, pick)``); where no n-gram
-    matches, ``model`` drafts (a ``ModelDraft`` on the step ``speculative_generate`` binds). Each iteration's proposal is judged as what it is: a point mass
-    for a looked-up token, the model's q for a drafted one, so greedy output stays the target's and
-    sampling stays exact. ``looked_up`` / ``drafted``: iterations each side served."""
+    matches, ``model`` drafts (a ``ModelDraft`` on the step ``speculative_generate`` binds). Each
+    iteration's proposal is judged as what it is: a point mass for a looked-up token, the model's q
+    for a drafted one, so greedy output stays the target's and sampling stays exact.
+    ``looked_up`` / ``drafted``: iterations each side served."""
 
     name = "hybrid"
 
