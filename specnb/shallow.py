@@ -18,6 +18,9 @@ Leviathan's rule handles exactly.
 - ``SubsetHead``: logits over the subset, scattered into a full-vocabulary row of ``-inf``, so
   every loop (and Hugging Face's assisted generation) sees an ordinary head.
 - ``shallow_draft(target, layers, vocab_ids)``: the draft, untrained (the "truncated self-draft").
+- ``DraftSpec``: a draft's name, the target layers it starts from, how they were chosen, and for a
+  width-pruned draft (``specnb.distill.width_pruned_draft``) the KV heads and FFN neurons each
+  layer keeps (``narrowed_config`` writes them into a config).
 - ``own_state(draft)``: its weights that are not the target's.
 - ``save_draft`` / ``load_draft``: one file each way; ``load_draft`` rebuilds the draft on a target.
 - ``load_drafts(target, folder)``: every shallow draft in a folder, by name (``read_metadata``'s
@@ -42,7 +45,7 @@ from torch import nn
 
 from .atomic import atomic_path
 
-__all__ = ["frequent_tokens", "SubsetHead", "DraftSpec", "shallow_draft", "own_state", "save_draft", "read_metadata",
+__all__ = ["frequent_tokens", "SubsetHead", "DraftSpec", "narrowed_config", "shallow_draft", "own_state", "save_draft", "read_metadata",
            "load_draft", "load_drafts"]
 
 
@@ -96,6 +99,25 @@ class DraftSpec:
     name: str
     layers: tuple[int, ...]
     init: str = "first layers"  # or "block influence" (ShortGPT), for a depth-pruned draft
+    kv_heads: int | None = None  # KV heads kept per layer, each with its query heads (width-pruned); None: all
+    intermediate: int | None = None  # FFN neurons kept per layer (width-pruned); None: all
+
+    @property
+    def narrowed(self) -> bool:
+        return self.kv_heads is not None or self.intermediate is not None
+
+
+def narrowed_config(config, kv_heads: int | None = None, intermediate: int | None = None):
+    """``config`` (in place; returns it) with ``kv_heads`` KV heads per layer, each with its
+    ``num_attention_heads // num_key_value_heads`` query heads, and ``intermediate`` FFN neurons;
+    head_dim is set explicitly, since hidden_size // num_attention_heads no longer gives it."""
+    group = config.num_attention_heads // config.num_key_value_heads
+    config.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    if kv_heads is not None:
+        config.num_key_value_heads, config.num_attention_heads = int(kv_heads), int(kv_heads) * group
+    if intermediate is not None:
+        config.intermediate_size = int(intermediate)
+    return config
 
 
 def shallow_draft(target, layers, vocab_ids: torch.Tensor | None = None) -> nn.Module:
@@ -151,7 +173,8 @@ def read_metadata(path: str | Path) -> dict:
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
     spec = json.loads(meta["spec"])
-    return {"kind": meta.get("kind", "shallow"), "spec": DraftSpec(spec["name"], tuple(spec["layers"]), spec["init"]),
+    return {"kind": meta.get("kind", "shallow"),
+            "spec": DraftSpec(spec["name"], tuple(spec["layers"]), spec["init"], spec.get("kv_heads"), spec.get("intermediate")),
             "target": meta["target"], "record": json.loads(meta["record"])}
 
 
@@ -167,8 +190,13 @@ def load_draft(target, path: str | Path, *, full_head: bool = False) -> nn.Modul
     with safe_open(str(path), framework="pt") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     ids = tensors.pop("vocab_ids", None)
-    draft = shallow_draft(target, range(len(meta["spec"].layers)), None if full_head else ids)
+    spec = meta["spec"]
+    draft = shallow_draft(target, range(len(spec.layers)), None if full_head else ids)
     dtype = next(target.parameters()).dtype
+    if spec.narrowed:  # width-pruned layers: the same layer class at the stored widths, filled below
+        draft.config = narrowed_config(draft.config, spec.kv_heads, spec.intermediate)
+        cls = type(draft.model.layers[0])
+        draft.model.layers = nn.ModuleList(cls(draft.config, i) for i in range(len(spec.layers))).to(draft.device, dtype)
     missing, unexpected = draft.load_state_dict({k: v.to(dtype) for k, v in tensors.items()}, strict=False)
     if unexpected or any(not k.startswith(SHARED) for k in missing):
         raise ValueError(f"{path} does not fit this target (missing {missing[:3]}, unexpected {unexpected[:3]}); "

@@ -154,3 +154,91 @@ def test_smollm2_family_loads_and_its_trained_drafts_beat_the_untrained_floor():
             accepted, judged = accepted + sum(out.accepted), judged + sum(out.proposed)
             floor_accepted += sum(ref.accepted)
         assert accepted > floor_accepted, name
+
+
+@pytest.mark.skipif(not (Path(__file__).parents[1] / "data" / "drafts" / "smollm2").exists(), reason="no trained drafts")
+def test_smollm2_drafts_store_only_their_own_weights_within_60_mb():
+    folder = Path(__file__).parents[1] / "data" / "drafts" / "smollm2"
+    files = sorted(folder.glob("*.safetensors"))
+    assert {"d1", "d2", "d2-bi", "w4-bi", "eagle"} <= {f.stem for f in files}
+    assert sum(f.stat().st_size for f in files) <= 60e6  # issue: drafts' weights total <= 60 MB
+    pair = {f.stem: read_metadata(f)["spec"] for f in files if f.stem in ("d2-bi", "w4-bi")}
+    assert len(pair["d2-bi"].layers) == 2 and not pair["d2-bi"].narrowed
+    assert len(pair["w4-bi"].layers) == 4 and (pair["w4-bi"].kv_heads, pair["w4-bi"].intermediate) == (2, 682)
+
+
+def _scores(target, kv_top: int, neuron_top: list[int]):
+    """Activation scores that rank KV head ``kv_top`` and the neurons ``neuron_top`` first in every layer."""
+    L, K = len(target.model.layers), target.config.num_key_value_heads
+    kv = torch.zeros(L, K)
+    kv[:, kv_top] = 1.0
+    neurons = torch.zeros(L, target.config.intermediate_size)
+    neurons[:, neuron_top] = 1.0
+    return {"hidden": torch.ones(target.config.hidden_size), "kv_heads": kv, "neurons": neurons}
+
+
+def test_width_pruned_draft_keeps_the_target_layers_top_heads_and_neurons(target):
+    from specnb.distill import width_pruned_draft
+
+    d = target.config.hidden_size // target.config.num_attention_heads
+    ids = torch.tensor([0, 5, 9, 17, 40])
+    draft = width_pruned_draft(target, [1, 3], ids, kv_heads=1, intermediate=2, scores=_scores(target, 1, [7, 3]))
+    assert draft.model.embed_tokens is target.model.embed_tokens and torch.equal(draft.lm_head.ids, ids)
+    layer, src = draft.model.layers[1], target.model.layers[3]
+    assert torch.equal(layer.self_attn.k_proj.weight, src.self_attn.k_proj.weight[d:2 * d])  # KV head 1 only
+    assert torch.equal(layer.mlp.up_proj.weight, src.mlp.up_proj.weight[[3, 7]])  # neurons 3 and 7, in index order
+    assert torch.equal(layer.mlp.down_proj.weight, src.mlp.down_proj.weight[:, [3, 7]])
+    assert draft.config.num_key_value_heads == 1 and draft.config.intermediate_size == 2
+    assert [layer.self_attn.layer_idx for layer in draft.model.layers] == [0, 1]
+    assert all(p.requires_grad for p in draft.model.layers.parameters())
+    assert not any(p.requires_grad for p in draft.model.embed_tokens.parameters())
+    x = prompts(1)[0]
+    assert draft(input_ids=x).logits.shape == (1, x.shape[1], target.config.vocab_size)
+    for ids_ in prompts(2):  # a narrowed draft still only proposes: the target's greedy text
+        assert torch.equal(speculative_generate(target, draft, ids_, 12, k=3).sequences, hf_greedy(target, ids_, 12))
+    with pytest.raises(ValueError, match="kv_heads and/or intermediate"):
+        width_pruned_draft(target, [0], ids)
+    with pytest.raises(ValueError, match="calib_ids"):
+        width_pruned_draft(target, [0], ids, intermediate=2)
+
+
+def test_width_pruned_draft_saves_and_loads_at_its_widths(target, tmp_path):
+    from specnb.distill import width_pruned_draft
+
+    calib = torch.randint(0, 96, (2, 16), generator=torch.Generator().manual_seed(0))
+    draft = width_pruned_draft(target, [0, 2], torch.arange(50), kv_heads=1, intermediate=5, calib_ids=calib)
+    spec = DraftSpec("w", (0, 2), "block influence", kv_heads=1, intermediate=5)
+    path = save_draft(draft, tmp_path / "w.safetensors", spec=spec, target_name="tiny")
+    assert read_metadata(path)["spec"] == spec
+    back = load_draft(target, path)
+    assert back.config.num_key_value_heads == 1 and back.model.layers[0].mlp.up_proj.weight.shape == (5, 64)
+    x = prompts(1)[0]
+    assert torch.allclose(back(input_ids=x).logits, draft(input_ids=x).logits, atol=1e-2, equal_nan=True)
+
+
+def test_depth_vs_width_sets_the_pair_side_by_side_and_pairs_their_runs(target):
+    import pandas as pd
+
+    from specnb.bench.peers import interleaved_runs, peer_methods, speedup_table
+    from specnb.bench.real import depth_vs_width, drafts_card
+    from specnb.distill import width_pruned_draft
+
+    ids = torch.arange(96)
+    calib = torch.randint(0, 96, (2, 16), generator=torch.Generator().manual_seed(0))
+    drafts = {"deep": shallow_draft(target, [0, 3], ids),
+              "wide": width_pruned_draft(target, [0, 1, 2, 3], ids, kv_heads=1, intermediate=8, calib_ids=calib)}
+    methods = peer_methods(target, drafts, 3, max_new_tokens=8)
+    runs = interleaved_runs({m: methods[m] for m in ("HF greedy", "specnb SpS deep", "specnb SpS wide")}, prompts(3),
+                            runs=2, progress=False)
+    headline = speedup_table(runs, "HF greedy")
+    sweep = pd.DataFrame({"draft": ["deep", "wide"], "c": [0.2, 0.3]})
+    table, ratio = depth_vs_width(drafts_card(drafts), sweep, headline, runs, "deep", "wide")
+    assert table["draft"].tolist() == ["deep", "wide"] and table["how"].tolist() == ["depth", "width"]
+    assert table["layers"].tolist() == [2, 4] and table["heads"].tolist() == [4, 2] and table["ffn"].tolist()[1] == 8
+    assert table["c"].tolist() == [0.2, 0.3] and (table["identical"] == 1.0).all()
+    per = runs.groupby("method")[["decode_tokens", "decode_seconds"]].sum()
+    by_hand = (per.loc["specnb SpS deep", "decode_tokens"] / per.loc["specnb SpS deep", "decode_seconds"]) / \
+              (per.loc["specnb SpS wide", "decode_tokens"] / per.loc["specnb SpS wide", "decode_seconds"])
+    assert ratio["speedup"] == pytest.approx(by_hand)
+    with pytest.raises(ValueError, match="add those drafts' SpS"):
+        depth_vs_width(drafts_card(drafts), sweep, headline[headline.method != "specnb SpS wide"], runs, "deep", "wide")

@@ -3,7 +3,8 @@
 
 - ``self_drafts(target)``: the untrained truncated self-drafts (first 1 and 2 layers, full head),
   the floor every trained draft must beat.
-- ``drafts_card(drafts, folder)``: what each draft is: layers, own parameters and their dtype,
+- ``drafts_card(drafts, folder)``: what each draft is: layers, query heads and FFN width per layer,
+  own parameters and their dtype,
   bytes stored, head tokens, training steps, tokens and minutes, held-out top-1 agreement.
 - ``k_sweep(target, draft, prompts, ks)``: SpS at every k against specnb autoregressive, one
   interleaved run; speedup and alpha per k with CIs; ``stats.k_star_set`` reads K* from it.
@@ -11,6 +12,9 @@
   and the cost ratio c from interleaved step latencies.
 - ``depth_latency(target, depths)``: decode-step latency of truncated copies by depth, with a
   least-squares line (seed 004's "latency grows linearly with depth").
+- ``depth_vs_width(card, sweep, headline, runs, depth, width)``: seed 004's pair of drafts at equal
+  parameters (few whole layers vs more, narrower ones), side by side, and SpS with one over SpS
+  with the other, paired.
 - ``alpha_to_pay(costs)``: from measured c and verify costs per k (``measure.pair_costs``), the
   alpha a draft needs to break even and to reach each speedup goal (Thm 3.8 inverted).
 - ``zoo_findings()``: what the committed zoo notebooks measured for the same claims (their CSVs),
@@ -32,11 +36,13 @@ from ..generate.theory import alpha_needed
 from ..models import count_parameters, truncated_copy
 from ..paths import DATA
 from ..results import read_results
+from ..stats import paired_speedup
 from ..shallow import read_metadata, shallow_draft
 from ..timing import step_latencies
 from .peers import interleaved_runs, speedup_table
 
-__all__ = ["self_drafts", "drafts_card", "k_sweep", "draft_sweep", "depth_latency", "alpha_to_pay", "zoo_findings"]
+__all__ = ["self_drafts", "drafts_card", "k_sweep", "draft_sweep", "depth_latency", "depth_vs_width", "alpha_to_pay",
+           "zoo_findings"]
 
 
 def self_drafts(target, depths: Sequence[int] = (1, 2)) -> dict:
@@ -50,7 +56,8 @@ def drafts_card(drafts: Mapping[str, torch.nn.Module], folder: str | Path | None
     for name, d in drafts.items():
         mine = [p for n, p in d.named_parameters() if "embed_tokens." not in n and not n.startswith("lm_head.")]
         ids = getattr(d.lm_head, "ids", None)
-        row = {"draft": name, "layers": d.config.num_hidden_layers, "own_params_M": sum(p.numel() for p in mine) / 1e6,
+        row = {"draft": name, "layers": d.config.num_hidden_layers, "heads": d.config.num_attention_heads,
+               "ffn": d.config.intermediate_size, "own_params_M": sum(p.numel() for p in mine) / 1e6,
                "dtype": str(mine[0].dtype).removeprefix("torch.") if mine else "",
                "head_tokens": int(ids.numel()) if ids is not None else d.config.vocab_size}
         path = Path(folder) / f"{name}.safetensors" if folder is not None else None
@@ -112,6 +119,28 @@ def depth_latency(target, depths: Sequence[int] = (1, 2, 4, 8, 16), *, context: 
     return lat, {"slope_ms_per_layer": fit.slope, "intercept_ms": fit.intercept, "r2": fit.rvalue ** 2}
 
 
+def depth_vs_width(card: pd.DataFrame, sweep: pd.DataFrame, headline: pd.DataFrame, runs: pd.DataFrame, depth: str,
+                   width: str) -> tuple[pd.DataFrame, dict]:
+    """Seed 004's pair at equal parameters: ``depth`` keeps few whole layers, ``width`` more,
+    narrower ones. (rows, ratio): one row per draft with its shape and training record
+    (``drafts_card``), its cost ratio c (``draft_sweep``), and its SpS speedup over the headline's
+    baseline and alpha with their CIs (``speedup_table`` of ``runs``); ``ratio`` is the paired
+    speedup of SpS with ``depth`` over SpS with ``width`` in the same interleaved ``runs``."""
+    names = {"depth": depth, "width": width}
+    missing = [n for n in names.values() if f"specnb SpS {n}" not in set(headline["method"])]
+    if missing:
+        raise ValueError(f"the headline run has no 'specnb SpS' row for {missing}: add those drafts' SpS to its methods")
+    rows = []
+    for how, name in names.items():
+        c = card.set_index("draft").loc[name]
+        h = headline.set_index("method").loc[f"specnb SpS {name}"]
+        rows.append({"how": how, "draft": name, "layers": c["layers"], "heads": c["heads"], "ffn": c["ffn"],
+                     "own_params_M": c["own_params_M"], "steps": c.get("steps"), "heldout_kl": c.get("heldout_kl"),
+                     "heldout_top1": c.get("heldout_top1"), "c": sweep.set_index("draft").loc[name, "c"],
+                     **{k: h[k] for k in ("alpha", "alpha_low", "alpha_high", "speedup", "ci_low", "ci_high", "identical")}})
+    return pd.DataFrame(rows), paired_speedup(runs, f"specnb SpS {depth}", f"specnb SpS {width}")
+
+
 def alpha_to_pay(costs: pd.DataFrame, goals: Sequence[float] = (1.0, 1.5, 2.0)) -> pd.DataFrame:
     """Per k of ``costs`` (columns k, c, verify_cost): the alpha needed for each speedup goal
     (``theory.alpha_needed``; nan: unreachable at this k even with every token accepted)."""
@@ -148,6 +177,11 @@ def zoo_findings() -> dict[str, str]:
         c = corr[(corr.predictor == "accuracy") & (corr.method == "spearman") & (corr.outcome == "alpha_greedy")]
         if len(c):
             out["accuracy"] = f"Spearman {c.r.iloc[0]:+.2f} [{c.ci_low.iloc[0]:+.2f}, {c.ci_high.iloc[0]:+.2f}], n={int(c.n.iloc[0])}"
+    dv = _read("depth_verdicts")
+    if dv is not None:
+        healed = dv[dv.claim.str.contains("deep-narrow") & dv.claim.str.contains("healed") & ~dv.claim.str.contains("unhealed")]
+        if len(healed):
+            out["depth_vs_width"] = f"{healed['ours'].iloc[0]} {healed['95% CI'].iloc[0]}"
     size = _read("size_headline")
     if size is not None and "measured_speedup" in size:
         best = size.groupby("draft")["measured_speedup"].max()

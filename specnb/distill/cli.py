@@ -1,6 +1,7 @@
 """``python -m specnb.distill COMMAND``: train the drafts of a pretrained target in the background.
 
-- ``train``: distill the drafts of ``DRAFTS`` (resumable; run it again to continue), then export.
+- ``train``: distill the drafts of ``FAMILIES`` (resumable; run it again to continue), then export;
+  ``--only NAME[,NAME]`` trains some of them alone, on the same batches.
 - ``export``: write each student of the checkpoint to ``data/drafts/FAMILY/NAME.safetensors``.
 - ``status``: the last held-out KL and top-1 agreement of each student.
 - ``eagle``: the EAGLE draft (``specnb.eagle``): the target's features over the training text
@@ -16,6 +17,7 @@ its English docstrings, none of it a HumanEval or chat prompt of notebook 07.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -29,12 +31,17 @@ from ..paths import DATA
 from ..shallow import DraftSpec, frequent_tokens, save_draft, shallow_draft
 from .eagle import EagleSettings, heldout_agreement, train_eagle
 from .features import extract_features, load_features
+from .narrow import width_pruned_draft
 from .onpolicy import function_prompts, greedy_continuations
 from .train import DistillSettings, distill
 
-#: family -> (target, drafts); a depth-pruned draft's layers are chosen by Block Influence at train time.
+#: family -> (target, drafts). A "block influence" draft keeps the len(layers) layers of highest Block
+#: Influence, chosen at train time. ``w4-bi`` is d2-bi's width-pruned twin of equal parameters (seed 004):
+#: four such layers, each with 2 of 3 KV heads (6 of 9 query heads) and 682 of 1,536 FFN neurons:
+#: 7,077,888 own parameters against d2-bi's 7,080,192.
 FAMILIES = {"smollm2": ("HuggingFaceTB/SmolLM2-135M-Instruct",
-                        [DraftSpec("d1", (0,)), DraftSpec("d2", (0, 1)), DraftSpec("d2-bi", (), "block influence")])}
+                        [DraftSpec("d1", (0,)), DraftSpec("d2", (0, 1)), DraftSpec("d2-bi", (0, 1), "block influence"),
+                         DraftSpec("w4-bi", (0, 1, 2, 3), "block influence", kv_heads=2, intermediate=682)])}
 
 
 def drafts_dir(family: str) -> Path:
@@ -45,11 +52,16 @@ def work_dir(family: str) -> Path:
     return cache_dir() / "distill" / family
 
 
-def _setup(family: str, vocab: int, train_tokens: int):
+def _setup(family: str, vocab: int, train_tokens: int, only: list[str] | None = None):
     from ..models import load_model, load_tokenizer
-    from ..pruning import block_importance
+    from ..pruning import activation_importance, block_importance
 
     name, specs = FAMILIES[family]
+    unknown = sorted(set(only or ()) - {s.name for s in specs})
+    if unknown:
+        raise SystemExit(f"--only: no draft named {', '.join(unknown)} in family {family!r}; choose from "
+                         f"{', '.join(s.name for s in specs)}")
+    specs = [s for s in specs if not only or s.name in only]
     target = load_model(name)
     for p in target.parameters():
         p.requires_grad_(False)
@@ -57,13 +69,16 @@ def _setup(family: str, vocab: int, train_tokens: int):
     tokens = corpus_tokens(tok, split="train", max_tokens=train_tokens)
     ids = frequent_tokens(tokens, vocab, target.config.vocab_size, always=tuple(tok.all_special_ids))
     val = heldout_windows(corpus_tokens(tok, split="validation", max_tokens=40_000), seq_len=256, max_tokens=4096)[:, :-1]
+    calib = torch.as_tensor(tokens[: 8 * 256]).view(8, 256)  # the first training windows
     resolved = []
     for spec in specs:
         if spec.init == "block influence":
-            scores = block_importance(target, torch.as_tensor(tokens[: 8 * 256]).view(8, 256))
-            spec = DraftSpec(spec.name, tuple(sorted(scores.topk(2).indices.tolist())), spec.init)
+            chosen = sorted(block_importance(target, calib).topk(len(spec.layers)).indices.tolist())
+            spec = dataclasses.replace(spec, layers=tuple(chosen))
         resolved.append(spec)
-    students = {s.name: shallow_draft(target, s.layers, ids) for s in resolved}
+    scores = activation_importance(target, calib) if any(s.narrowed for s in resolved) else None
+    students = {s.name: width_pruned_draft(target, s.layers, ids, kv_heads=s.kv_heads, intermediate=s.intermediate, scores=scores)
+                if s.narrowed else shallow_draft(target, s.layers, ids) for s in resolved}
     return name, target, tokens, ids, val, resolved, students
 
 
@@ -146,10 +161,13 @@ def main(argv=None) -> None:
     parser.add_argument("--on-policy-steps", type=int, default=500, help="eagle: steps on those continuations")
     parser.add_argument("--unroll", type=int, default=3, help="eagle: drafting steps per position in the on-policy loss "
                                                                "(EAGLE-3's training-time test; 1: teacher forcing)")
-    parser.add_argument("--work", type=Path, default=None, help="checkpoint folder (default: data/cache/distill/FAMILY)")
+    parser.add_argument("--only", default=None, help="train/export only these drafts (comma-separated names), in a "
+                                                     "checkpoint folder of their own; the same batches as a full run")
+    parser.add_argument("--work", type=Path, default=None, help="checkpoint folder (default: data/cache/distill/FAMILY[/ONLY])")
     parser.add_argument("--out", type=Path, default=None, help="where drafts are written (default: data/drafts/FAMILY)")
     args = parser.parse_args(argv)
-    work = args.work or work_dir(args.family)
+    only = [n for n in args.only.split(",") if n] if args.only else None
+    work = args.work or (work_dir(args.family) / "-".join(only) if only else work_dir(args.family))
     if args.command == "eagle":
         path = eagle(args.family, vocab=args.vocab, train_tokens=args.train_tokens, steps=args.steps,
                      minutes=args.minutes, work=args.work or cache_dir() / "eagle" / args.family,
@@ -163,7 +181,7 @@ def main(argv=None) -> None:
     settings = DistillSettings(steps=args.steps)
     if args.command == "export" and (work / "checkpoint.pt").exists():  # the schedule it was trained with
         settings = DistillSettings(**torch.load(work / "checkpoint.pt", map_location="cpu", weights_only=False)["settings"])
-    name, target, tokens, ids, val, specs, students = _setup(args.family, args.vocab, args.train_tokens)
+    name, target, tokens, ids, val, specs, students = _setup(args.family, args.vocab, args.train_tokens, only)
     print(json.dumps({"target": name, "train_tokens": len(tokens), "vocab_subset": len(ids),
                       "drafts": {s.name: s.layers for s in specs}}))
     log = distill(target, students, tokens, work, settings, val_windows=val,
