@@ -70,12 +70,9 @@ def _setup(family: str, vocab: int, train_tokens: int, only: list[str] | None = 
     ids = frequent_tokens(tokens, vocab, target.config.vocab_size, always=tuple(tok.all_special_ids))
     val = heldout_windows(corpus_tokens(tok, split="validation", max_tokens=40_000), seq_len=256, max_tokens=4096)[:, :-1]
     calib = torch.as_tensor(tokens[: 8 * 256]).view(8, 256)  # the first training windows
-    resolved = []
-    for spec in specs:
-        if spec.init == "block influence":
-            chosen = sorted(block_importance(target, calib).topk(len(spec.layers)).indices.tolist())
-            spec = dataclasses.replace(spec, layers=tuple(chosen))
-        resolved.append(spec)
+    influence = block_importance(target, calib) if any(s.init == "block influence" for s in specs) else None
+    resolved = [dataclasses.replace(s, layers=tuple(sorted(influence.topk(len(s.layers)).indices.tolist())))
+                if s.init == "block influence" else s for s in specs]
     scores = activation_importance(target, calib) if any(s.narrowed for s in resolved) else None
     students = {s.name: width_pruned_draft(target, s.layers, ids, kv_heads=s.kv_heads, intermediate=s.intermediate, scores=scores)
                 if s.narrowed else shallow_draft(target, s.layers, ids) for s in resolved}
